@@ -1,0 +1,1 @@
+"""Kafka and MongoDB connection settings shared by the producer and the consumers."""

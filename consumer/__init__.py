@@ -1,0 +1,1 @@
+"""Kafka consumers that write Confluence records into MongoDB."""

@@ -1,0 +1,1 @@
+"""A local Confluence REST API v1 server for demos, tests and benchmarks."""

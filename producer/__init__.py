@@ -1,0 +1,1 @@
+"""Confluence crawl job that publishes Avro records to Kafka."""
