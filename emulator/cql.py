@@ -31,9 +31,9 @@ Evaluation rules:
   occur as a whole word (in the body text or the title for `text`), in any order. An inner
   quoted phrase (`text ~ "\\"exact words\\""`) must occur as consecutive words, and `*` or `?`
   inside a word are wildcards. The word `AND` inside the value is ignored.
-- Date literals are read in the query's time zone (the calling user's zone, or the site's),
-  never in UTC unless that is the configured zone, and at minute granularity: an item's
-  timestamp is truncated to the minute before comparing, so seconds never matter.
+- Date literals are read in the query's time zone, which is the calling user's zone or the
+  site's, and UTC only when that is the configured zone. They have minute granularity: an
+  item's timestamp is truncated to the minute before comparing, so seconds never matter.
   A literal names an interval of one minute (with a time) or one local day (date only):
   `=` means inside the interval, `<` before it, `>=` from its start, `<=` up to its end and
   `>` after it. `now()` names the current minute, `startOf*` the first minute of the period
@@ -56,7 +56,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -83,8 +83,8 @@ class CqlError(ValueError):
     """A query Confluence refuses with HTTP 400.
 
     `reason` is the message text Confluence gives for the case. `message` is that text as the
-    Cloud body carries it, after the Java exception class. `detail` says, for logs and tests,
-    what exactly was wrong when the Confluence text does not; it never goes into the body.
+    Cloud body carries it, after the Java exception class. `detail` explains for logs and tests
+    what exactly was wrong where the Confluence text is generic. It never goes into the body.
     """
 
     status: int = 400
@@ -148,7 +148,7 @@ TYPE_VALUES: Final[tuple[str, ...]] = (
     "folder",
 )
 
-# Every CQL field Confluence Cloud knows, in the order its "Did you mean" suggestions list
+# Every CQL field Confluence Cloud has, in the order its "Did you mean" suggestions list
 # fields that are equally far from the misspelt name.
 _CONFLUENCE_FIELDS: Final[tuple[str, ...]] = (
     "ancestor",
@@ -290,11 +290,11 @@ def _unsupported_field(name: str) -> CqlError:
 
 
 class ContentLike(Protocol):
-    """What the evaluator reads from a content item; the model's `Content` provides it.
+    """Attributes the evaluator reads from a content item; the model's `Content` has them all.
 
-    `creator` reads an optional `created_by` attribute (an account id), `contributor` an
-    optional `versions` list whose entries have a `by` account id, and `container` an optional
-    `container_id`; items without them never match those fields.
+    Three fields read optional attributes. `creator` reads `created_by` (an account id),
+    `contributor` reads `versions`, whose entries carry a `by` account id, and `container`
+    reads `container_id`. An item without the attribute never matches that field.
     """
 
     @property
@@ -400,7 +400,7 @@ def _read_string(query: str, start: int) -> tuple[str, int]:
 @dataclass(frozen=True, slots=True)
 class _Value:
     text: str
-    function: bool = False  # a call such as now("-1d"); `args` holds its arguments
+    function: bool = False  # a call such as now("-1d"), whose arguments are in `args`
     args: tuple[str, ...] = ()
 
 
@@ -454,8 +454,8 @@ class _Parser:
     def expect(self, kind: str) -> _Token:
         token = self.current
         if token.kind != kind:
-            shown = repr(token.text) if token.kind != "end" else "the end of the query"
-            raise self.fail(f"expected {kind!r} at offset {token.position}, found {shown}")
+            found = repr(token.text) if token.kind != "end" else "the end of the query"
+            raise self.fail(f"expected {kind!r} at offset {token.position}, found {found}")
         return self.advance()
 
     def parse(self) -> tuple[_Node, list[tuple[str, bool]]]:
@@ -496,8 +496,8 @@ class _Parser:
     def parse_clause(self) -> _Clause:
         token = self.current
         if token.kind != "word" or token.text.lower() in _KEYWORDS:
-            shown = repr(token.text) if token.kind != "end" else "the end of the query"
-            raise self.fail(f"expected a field name at offset {token.position}, found {shown}")
+            found = repr(token.text) if token.kind != "end" else "the end of the query"
+            raise self.fail(f"expected a field name at offset {token.position}, found {found}")
         self.advance()
         written = token.text
         operator = self.parse_operator()
@@ -535,8 +535,8 @@ class _Parser:
             self.advance()
             return _Value(token.text)
         if token.kind != "word" or token.text.lower() in _KEYWORDS:
-            shown = repr(token.text) if token.kind != "end" else "the end of the query"
-            raise self.fail(f"expected a value at offset {token.position}, found {shown}")
+            found = repr(token.text) if token.kind != "end" else "the end of the query"
+            raise self.fail(f"expected a value at offset {token.position}, found {found}")
         self.advance()
         if self.current.kind != "(":
             return _Value(token.text)
@@ -703,25 +703,27 @@ class _DateContext:
                 f"{text!r} for {written_field} is not a date in one of the formats "
                 '"yyyy/MM/dd HH:mm", "yyyy-MM-dd HH:mm", "yyyy/MM/dd" or "yyyy-MM-dd"',
             )
+        has_time = match["hour"] is not None
         try:
-            day = date(int(match["year"]), int(match["month"]), int(match["day"]))
-            if match["hour"] is None:
-                local_start = datetime(day.year, day.month, day.day)
-                local_end = local_start + timedelta(days=1)
-            else:
-                local_start = datetime(
-                    day.year, day.month, day.day, int(match["hour"]), int(match["minute"])
-                )
-                local_end = local_start + timedelta(minutes=1)
+            local_start = datetime(
+                int(match["year"]),
+                int(match["month"]),
+                int(match["day"]),
+                int(match["hour"]) if has_time else 0,
+                int(match["minute"]) if has_time else 0,
+            )
         except ValueError as error:
             raise _unparsable(
                 self.query, f"{text!r} for {written_field} is not a valid date: {error}"
             ) from error
         start = _epoch_minute(_local_to_utc(local_start, self.zone))
-        end = _epoch_minute(_local_to_utc(local_end, self.zone))
-        # A one-minute literal inside a daylight-saving gap maps to the same instant as the
-        # minute one hour later, so its end is recomputed from the start.
-        return start, max(end, start + 1)
+        if has_time:
+            # Converting the next local minute instead would stretch a minute at the end of an
+            # overlap to 61 minutes, because that minute resolves to its earlier instant.
+            return start, start + 1
+        # A local day lasts 23 or 25 hours on a daylight-saving change.
+        end = _epoch_minute(_local_to_utc(local_start + timedelta(days=1), self.zone))
+        return start, end
 
     def function_interval(self, value: _Value, written_field: str) -> tuple[int, int]:
         name = value.text.lower()
@@ -929,7 +931,7 @@ class _Compiler:
                     "creator",
                     "contributor",
                 ):
-                    # Without a calling user, currentUser() names nobody, so nothing matches.
+                    # Without a calling user, currentUser() names no account, so nothing matches.
                     texts.append(self.current_user or "")
                     continue
                 raise _unparsable(
@@ -942,26 +944,20 @@ class _Compiler:
         texts = self.plain_values(clause)
         field_name = clause.field
         if field_name == "type":
-            lowered = [t.lower() for t in texts]
-            for original, value in zip(texts, lowered, strict=True):
-                if value not in TYPE_VALUES:
-                    expected = ", ".join(TYPE_VALUES)
-                    raise CqlError(
-                        f"Unsupported value for type, got : {original}, "
-                        f"expected one of : [{expected}]"
-                    )
-            return _any_of(frozenset(lowered), lambda item: str(item.type))
+            return self.compile_type(texts)
+
+        # Space keys, titles and labels compare case-insensitively.
+        folded = frozenset(t.casefold() for t in texts)
         if field_name == "space":
-            keys = frozenset(t.casefold() for t in texts)
-            return _any_of(keys, lambda item: item.space_key.casefold())
+            return _any_of(folded, lambda item: item.space_key.casefold())
         if field_name == "title":
             if any(not t.strip() for t in texts):
                 raise _unparsable(self.query, "title cannot be compared with an empty value")
-            titles = frozenset(t.casefold() for t in texts)
-            return _any_of(titles, lambda item: item.title.casefold())
+            return _any_of(folded, lambda item: item.title.casefold())
         if field_name == "label":
-            labels = frozenset(t.casefold() for t in texts)
-            return _contains_any(labels, lambda item: (n.casefold() for n in item.label_names))
+            return _contains_any(folded, lambda item: (n.casefold() for n in item.label_names))
+
+        # Ids and account ids compare exactly.
         values = frozenset(texts)
         if field_name == "id":
             return _any_of(values, lambda item: item.id)
@@ -974,6 +970,16 @@ class _Compiler:
         if field_name == "creator":
             return _any_of(values, lambda item: getattr(item, "created_by", None))
         return _contains_any(values, _read_contributors)
+
+    def compile_type(self, texts: list[str]) -> Predicate:
+        lowered = [t.lower() for t in texts]
+        for original, value in zip(texts, lowered, strict=True):
+            if value not in TYPE_VALUES:
+                expected = ", ".join(TYPE_VALUES)
+                raise CqlError(
+                    f"Unsupported value for type, got : {original}, expected one of : [{expected}]"
+                )
+        return _any_of(frozenset(lowered), lambda item: str(item.type))
 
     def compile_terms(self, clause: _Clause) -> Predicate:
         (text,) = self.plain_values(clause)
@@ -1106,8 +1112,9 @@ class Query:
         """Tell whether the search returns `item`.
 
         Only current content is visible to CQL. `space_status` returns the status of a space
-        by key; when it is given, content in an archived space is hidden, as Confluence does
-        unless the search request sets `includeArchivedSpaces=true` (then pass None).
+        by key. When it is given, content in an archived space is hidden, as Confluence hides
+        it unless the search request sets `includeArchivedSpaces=true`. For that request, pass
+        None.
         """
         if str(item.status) != "current":
             return False
@@ -1171,10 +1178,10 @@ def parse(
 ) -> Query:
     """Parse and compile a CQL query.
 
-    `time_zone` is the IANA zone date literals are read in; `now` is the instant `now()` and
-    the `startOf*`/`endOf*` functions start from (the current time when None); `current_user`
-    is the account id `currentUser()` names. Raises CqlError for a query Confluence refuses,
-    and ValueError for an unknown time zone or a naive `now`.
+    `time_zone` is the IANA zone that date literals are read in. `now` is the instant that
+    `now()` and the `startOf*`/`endOf*` functions start from, the current time when None.
+    `current_user` is the account id that `currentUser()` names. Raises CqlError for a query
+    Confluence rejects, and ValueError for an unknown time zone or a naive `now`.
     """
     try:
         zone = ZoneInfo(time_zone)
