@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 _CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
@@ -93,5 +94,115 @@ def escape(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def join(parts: Iterable[str]) -> str:
-    return "".join(parts)
+def cdata(text: str) -> str:
+    """Wrap text in a CDATA section; a ``]]>`` inside is split over two sections."""
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def heading(level: int, text: str) -> str:
+    if not 1 <= level <= 6:
+        raise ValueError(f"heading level {level} is outside 1..6")
+    return f"<h{level}>{escape(text)}</h{level}>"
+
+
+def paragraph(inner_html: str) -> str:
+    """A ``<p>`` element around markup that is already escaped."""
+    return f"<p>{inner_html}</p>"
+
+
+def text_paragraph(text: str) -> str:
+    return f"<p>{escape(text)}</p>"
+
+
+def bullet_list(items: Iterable[str], *, ordered: bool = False) -> str:
+    """A list of already escaped item markup."""
+    tag = "ol" if ordered else "ul"
+    return f"<{tag}>" + "".join(f"<li>{item}</li>" for item in items) + f"</{tag}>"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A table with a header row; cells are plain text and get escaped."""
+    head = "".join(f"<th><p>{escape(cell)}</p></th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td><p>{escape(cell)}</p></td>" for cell in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tbody><tr>{head}</tr>{body}</tbody></table>"
+
+
+def code_macro(code: str, *, language: str | None = None, macro_id: str = "") -> str:
+    """A ``code`` macro; the code goes into a CDATA section verbatim."""
+    parameters = (
+        f'<ac:parameter ac:name="language">{escape(language)}</ac:parameter>' if language else ""
+    )
+    return (
+        f'<ac:structured-macro ac:name="code" ac:schema-version="1"{_macro_id(macro_id)}>'
+        f"{parameters}<ac:plain-text-body>{cdata(code)}</ac:plain-text-body>"
+        "</ac:structured-macro>"
+    )
+
+
+def panel_macro(inner_html: str, *, kind: str = "info", macro_id: str = "") -> str:
+    """An ``info``, ``note``, ``tip`` or ``warning`` macro around already escaped markup."""
+    if kind not in ("info", "note", "tip", "warning"):
+        raise ValueError(f"unknown panel macro {kind!r}: use info, note, tip or warning")
+    return (
+        f'<ac:structured-macro ac:name="{kind}" ac:schema-version="1"{_macro_id(macro_id)}>'
+        f"<ac:rich-text-body>{inner_html}</ac:rich-text-body></ac:structured-macro>"
+    )
+
+
+def _macro_id(macro_id: str) -> str:
+    return f' ac:macro-id="{escape(macro_id)}"' if macro_id else ""
+
+
+def _link_body(text: str | None) -> str:
+    if text is None:
+        return ""
+    return f"<ac:plain-text-link-body>{cdata(text)}</ac:plain-text-link-body>"
+
+
+def page_link(space_key: str | None, title: str, text: str | None = None) -> str:
+    """A link to a page by space key and title; no space key means the linking page's space."""
+    space = f' ri:space-key="{escape(space_key)}"' if space_key else ""
+    return (
+        f'<ac:link><ri:page{space} ri:content-title="{escape(title)}" />'
+        f"{_link_body(text)}</ac:link>"
+    )
+
+
+def blog_post_link(
+    space_key: str | None, title: str, posting_day: date, text: str | None = None
+) -> str:
+    """A link to a blog post by space key, title and posting day (``yyyy/MM/dd``)."""
+    space = f' ri:space-key="{escape(space_key)}"' if space_key else ""
+    day = posting_day.strftime("%Y/%m/%d")
+    return (
+        f'<ac:link><ri:blog-post{space} ri:content-title="{escape(title)}" '
+        f'ri:posting-day="{day}" />{_link_body(text)}</ac:link>'
+    )
+
+
+def user_mention(account_id: str) -> str:
+    return f'<ac:link><ri:user ri:account-id="{escape(account_id)}" /></ac:link>'
+
+
+def attachment_link(filename: str, text: str | None = None) -> str:
+    """A link to an attachment of the page that contains it."""
+    return (
+        f'<ac:link><ri:attachment ri:filename="{escape(filename)}" />{_link_body(text)}</ac:link>'
+    )
+
+
+def inline_comment_marker(marker_ref: str, inner_html: str) -> str:
+    """Text that an inline comment is anchored to."""
+    return (
+        f'<ac:inline-comment-marker ac:ref="{escape(marker_ref)}">{inner_html}'
+        "</ac:inline-comment-marker>"
+    )
+
+
+def parse_posting_day(value: str) -> date:
+    """Parse the ``ri:posting-day`` value of a blog-post link (``yyyy/MM/dd``)."""
+    year, month, day = value.split("/")
+    return date(int(year), int(month), int(day))
