@@ -172,7 +172,8 @@ def wait_until_ready(settings: FerretDBSettings, pid: int, log_offset: int, time
         time.sleep(0.2)
     raise ServiceError(
         f"FerretDB (pid {pid}) did not respond to ping at {settings.uri} within {timeout:.0f} s: "
-        f"see {settings.log_file}; stop it with `python -m infra down mongo` and retry",
+        f"see {settings.log_file} for the cause; "
+        "`python -m infra down mongo` stops a server that hangs",
         detail=read_log_tail(settings.log_file, log_offset),
     )
 

@@ -384,15 +384,20 @@ def wait_until_ready(settings: KafkaSettings, pid: int, log_offset: int, timeout
     while time.monotonic() < deadline:
         if not process.is_ours(pid):
             raise process.exited_during_start(
-                pid, log_offset, "check the Java installation and the storage in the data folder"
+                pid,
+                log_offset,
+                (
+                    "read the error in the log, and if the storage is damaged or belongs to "
+                    f"another node, delete {settings.data_dir} to start over with empty storage"
+                ),
             )
         if port_accepts_connections(settings.port) and serves_metadata(settings.bootstrap_servers):
             return
         time.sleep(0.5)
     raise ServiceError(
         f"the Kafka broker (pid {pid}) did not serve metadata on {settings.bootstrap_servers} "
-        f"within {timeout:.0f} s: see {settings.log_file}; stop it with "
-        "`python -m infra down kafka` and retry",
+        f"within {timeout:.0f} s: see {settings.log_file} for the cause; "
+        "`python -m infra down kafka` stops a broker that hangs",
         detail=read_log_tail(settings.log_file, log_offset),
     )
 
