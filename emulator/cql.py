@@ -51,7 +51,6 @@ Errors are `CqlError` (HTTP 400), whose `body()` is the JSON error body the serv
 from __future__ import annotations
 
 import calendar
-import fnmatch
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -794,58 +793,80 @@ _WORD: Final = re.compile(r"\w+")
 _PHRASE: Final = re.compile(r'"([^"]*)"')
 
 
-@functools.lru_cache(maxsize=16384)
-def _text_index(text: str) -> tuple[str, frozenset[str]]:
-    """Lower-cased text and its set of words, cached because one body is matched many times."""
-    lowered = text.lower()
-    return lowered, frozenset(_WORD.findall(lowered))
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
-_Source = tuple[str, frozenset[str]]  # lower-cased text and its words
+def _contains_word(text: str, word: str) -> bool:
+    """Tell whether `word` occurs in `text` with no word character on either side."""
+    # A find loop is about eight times faster than a regular expression with word boundaries.
+    index = text.find(word)
+    while index != -1:
+        end = index + len(word)
+        starts_word = index == 0 or not _is_word_char(text[index - 1])
+        ends_word = end == len(text) or not _is_word_char(text[end])
+        if starts_word and ends_word:
+            return True
+        index = text.find(word, index + 1)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
-class _Terms:
-    """The words and phrases of a `~` value; every one must occur in at least one source."""
+class _Term:
+    """One word, wildcard word or phrase of a `~` value, matched in lower-cased text."""
 
-    words: tuple[str, ...] = ()
-    wildcards: tuple[re.Pattern[str], ...] = ()
-    phrases: tuple[re.Pattern[str], ...] = ()
+    # The word itself, or for a wildcard word or phrase a substring of every match: testing
+    # it with `in` first rejects most texts far faster than the regular expression would.
+    needle: str
+    pattern: re.Pattern[str] | None = None  # None for a plain word
 
-    def found_in(self, sources: Sequence[_Source]) -> bool:
-        for word in self.words:
-            if not any(word in words for _, words in sources):
-                return False
-        for wildcard in self.wildcards:
-            if not any(wildcard.fullmatch(w) for _, words in sources for w in words):
-                return False
-        return all(any(p.search(lowered) for lowered, _ in sources) for p in self.phrases)
+    def found_in(self, lowered: str) -> bool:
+        if self.pattern is None:
+            return _contains_word(lowered, self.needle)
+        return self.needle in lowered and self.pattern.search(lowered) is not None
 
 
-def _parse_terms(value: str) -> _Terms:
-    phrases: list[re.Pattern[str]] = []
+def _whole_words(body: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){body}(?!\w)")
+
+
+def _wildcard_term(raw: str) -> _Term:
+    """Build a term where `*` stands for any run of word characters and `?` for one."""
+    parts: list[str] = []
+    for char in raw:
+        if char == "*":
+            parts.append(r"\w*")
+        elif char == "?":
+            parts.append(r"\w")
+        elif _WORD.fullmatch(char):
+            parts.append(re.escape(char))
+    needle = max(re.split(r"[*?]", raw), key=len)
+    return _Term(needle, _whole_words("".join(parts)))
+
+
+def _parse_terms(value: str) -> tuple[_Term, ...]:
+    """Split a `~` value into the words, wildcard words and inner quoted phrases it requires."""
+    terms: list[_Term] = []
     for phrase in _PHRASE.findall(value):
         phrase_words = _WORD.findall(phrase.lower())
         if phrase_words:
-            pattern = r"\W+".join(re.escape(w) for w in phrase_words)
-            phrases.append(re.compile(rf"\b{pattern}\b"))
-    rest = _PHRASE.sub(" ", value)
-    words: list[str] = []
-    wildcards: list[re.Pattern[str]] = []
-    for raw in rest.split():
+            body = r"\W+".join(re.escape(w) for w in phrase_words)
+            terms.append(_Term(max(phrase_words, key=len), _whole_words(body)))
+    for raw in _PHRASE.sub(" ", value).split():
         if raw == "AND":
             continue
         lowered = raw.lower()
         if "*" in lowered or "?" in lowered:
-            pattern = fnmatch.translate(re.sub(r"[^\w*?]", "", lowered))
-            wildcards.append(re.compile(pattern))
+            cleaned = "".join(c for c in lowered if c in "*?" or _WORD.fullmatch(c))
+            terms.append(_wildcard_term(cleaned))
             continue
-        words.extend(_WORD.findall(lowered))
-    return _Terms(tuple(words), tuple(wildcards), tuple(phrases))
+        terms.extend(_Term(word) for word in _WORD.findall(lowered))
+    return tuple(terms)
 
 
-def _has_terms(terms: _Terms) -> bool:
-    return bool(terms.words or terms.wildcards or terms.phrases)
+def _all_found(terms: Sequence[_Term], sources: Sequence[str]) -> bool:
+    """Tell whether every term occurs in at least one of the lower-cased sources."""
+    return all(any(term.found_in(source) for source in sources) for term in terms)
 
 
 # Compiler -----------------------------------------------------------------------------------
@@ -984,12 +1005,12 @@ class _Compiler:
     def compile_terms(self, clause: _Clause) -> Predicate:
         (text,) = self.plain_values(clause)
         terms = _parse_terms(text)
-        if not _has_terms(terms):
+        if not terms:
             raise _unparsable(self.query, f"{clause.written} ~ needs at least one word")
         if clause.field == "title":
-            return lambda item: terms.found_in((_text_index(item.title),))
+            return lambda item: _all_found(terms, (item.title.lower(),))
         # `text` covers the title as well as the body, as Confluence's master text field does.
-        return lambda item: terms.found_in((_text_index(item.title), _text_index(item.text)))
+        return lambda item: _all_found(terms, (item.title.lower(), item.text.lower()))
 
     def compile_date(self, clause: _Clause) -> Predicate:
         (value,) = clause.values
