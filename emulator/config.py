@@ -1,0 +1,135 @@
+"""Options of the emulator's HTTP server, parsed once at start-up."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emulator.faults import parse_fault_rule
+
+FLAVOURS = ("cloud", "datacenter", "all")
+SITE_KINDS = ("generated", "corpus")
+_RATE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/s)?\s*$")
+
+
+class OptionError(ValueError):
+    """An invalid server option; the message names the option, the value and the fix."""
+
+
+def parse_rate(text: str) -> float:
+    """Parse a ``--rate-limit`` value such as ``50/s`` or ``12.5`` into requests per second."""
+    match = _RATE_PATTERN.match(text)
+    if match is None:
+        raise OptionError(
+            f"invalid --rate-limit {text!r}: expected requests per second such as '50/s' or '50'"
+        )
+    return float(match.group(1))
+
+
+def normalize_context_path(text: str) -> str:
+    """Return a Data Center context path as ``""`` or ``/name`` without a trailing slash."""
+    stripped = text.strip().strip("/")
+    if not stripped:
+        return ""
+    if any(part in ("", ".", "..") for part in stripped.split("/")):
+        raise OptionError(
+            f"invalid --context-path {text!r}: use a path such as '/confluence' or ''"
+        )
+    return "/" + stripped
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Everything the server needs to build its site, its roots and its gate."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    site: str = "generated"
+    seed: int = 1
+    pages: int = 200
+    spaces: int = 4
+    corpus: Path | None = None
+    flavour: str = "all"
+    context_path: str = ""
+    cloud_id: str = "11111111-2222-4333-8444-555555555555"
+    time_zone: str = "Europe/Berlin"
+    rate_limit: float | None = None
+    burst: int | None = None
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    # Fault rules in the gate's form `[METHOD ]ROUTE:KIND:WHEN[:ARG]`.
+    faults: tuple[str, ...] = ()
+    search_lag: float = 0.0
+    dc_quirks: bool = False
+    dc_limit_cap: int = 200
+    search_short_page_rate: float = 0.1
+    v1_gone: bool = False
+    control: bool = False
+    user_email: str = "emulator@example.com"
+    api_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    site_name: str = "emulator"
+
+    def validate(self) -> None:
+        """Raise OptionError naming the first invalid option."""
+        if self.flavour not in FLAVOURS:
+            raise OptionError(
+                f"invalid --flavour {self.flavour!r}: use one of {', '.join(FLAVOURS)}"
+            )
+        if self.site not in SITE_KINDS:
+            raise OptionError(f"invalid --site {self.site!r}: use one of {', '.join(SITE_KINDS)}")
+        if not 0 <= self.port <= 65535:
+            raise OptionError(f"invalid --port {self.port}: use 0..65535 (0 picks a free port)")
+        if self.pages < 0 or self.spaces < 0:
+            raise OptionError(
+                f"invalid --pages {self.pages} or --spaces {self.spaces}: counts cannot be negative"
+            )
+        if self.site == "corpus":
+            if self.corpus is None:
+                raise OptionError("--site corpus needs --corpus PATH naming an HTML folder")
+            if not self.corpus.is_dir():
+                raise OptionError(
+                    f"invalid --corpus {str(self.corpus)!r}: the folder does not exist"
+                )
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise OptionError(
+                f"invalid --rate-limit {self.rate_limit}: use a positive number of requests "
+                "per second, or leave it out for no limit"
+            )
+        if self.burst is not None and self.burst < 1:
+            raise OptionError(f"invalid --burst {self.burst}: use a positive number of requests")
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0:
+            raise OptionError(
+                f"invalid --latency {self.latency_ms} or --latency-jitter "
+                f"{self.latency_jitter_ms}: milliseconds cannot be negative"
+            )
+        for rule in self.faults:
+            try:
+                parse_fault_rule(rule)
+            except ValueError as error:
+                raise OptionError(f"--fault: {error}") from None
+        if self.search_lag < 0:
+            raise OptionError(f"invalid --search-lag {self.search_lag}: seconds cannot be negative")
+        if self.dc_limit_cap < 1:
+            raise OptionError(f"invalid --dc-limit-cap {self.dc_limit_cap}: use a positive number")
+        if not 0.0 <= self.search_short_page_rate <= 1.0:
+            raise OptionError(
+                f"invalid --search-short-pages {self.search_short_page_rate}: use a rate in 0..1"
+            )
+        if ":" in self.user_email or not self.user_email:
+            raise OptionError(
+                f"invalid --user-email {self.user_email!r}: use an address without ':'"
+            )
+        if not self.api_token:
+            raise OptionError("invalid --api-token '': the token cannot be empty")
+
+    @property
+    def serves_cloud(self) -> bool:
+        """Whether the Cloud site root and the OAuth gateway root are served."""
+        return self.flavour in ("cloud", "all")
+
+    @property
+    def serves_datacenter(self) -> bool:
+        """Whether the Data Center root is served."""
+        return self.flavour in ("datacenter", "all")

@@ -1,0 +1,313 @@
+"""CQL search routes: ``/search`` (search result wrappers) and ``/content/search``
+(a ContentArray).
+
+On Cloud both page only by the cursor in ``_links.next``: ``start`` is echoed but never
+positions, pages can come back short mid-walk, ``totalSize`` is an estimate and the next
+link drops ``excerpt``. Items changed within the configured index lag are not visible
+yet, and neither is content of archived spaces unless ``includeArchivedSpaces=true``.
+Data Center pages search by ``start``; with the Data Center quirks on, its ``/search``
+sends no next link at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from emulator import cql
+from emulator.model import Content, ContentType, Site
+from emulator.paging import (
+    POLICIES,
+    CursorPage,
+    PagingError,
+    SearchCursor,
+    cursor_page,
+    decode_cursor,
+    encode_query,
+    estimate_total,
+    parse_search_limit,
+    parse_search_start,
+)
+from emulator.routes_common import (
+    ApiError,
+    EmulatorState,
+    flavour_of,
+    json_response,
+    request_expand,
+    shape_of,
+    state_of,
+)
+from emulator.shapes import (
+    Expand,
+    ShapeContext,
+    content_json,
+    expand_paths,
+    search_result_json,
+)
+
+_CONTENT_TYPES = {content_type.value: content_type for content_type in ContentType}
+
+
+@dataclass(frozen=True)
+class MatchList:
+    """The ordered ids matching one query, before index lag is applied."""
+
+    ids: list[str]
+    newest_change: float
+
+
+def _search_time_zone(request: web.Request, state: EmulatorState) -> str:
+    # Cloud reads date literals in the caller's zone, Data Center in the server's zone.
+    if flavour_of(request) != "datacenter":
+        user = state.site.user(str(request.get("user_id") or state.site.current_user_id))
+        if user is not None and user.time_zone:
+            return user.time_zone
+    return state.options.time_zone
+
+
+def _candidates(site: Site, query: cql.Query) -> Iterable[Content]:
+    ids = query.candidate_ids()
+    if ids is not None:
+        found = (site.content(content_id) for content_id in sorted(ids))
+        return [item for item in found if item is not None]
+    wanted_keys = query.candidate_space_keys()
+    if wanted_keys is None:
+        space_keys = list(site.spaces)
+    else:
+        folded = {key.casefold() for key in wanted_keys}
+        space_keys = [key for key in site.spaces if key.casefold() in folded]
+    wanted_types = query.candidate_types()
+    if wanted_types is None:
+        types = list(ContentType)
+    else:
+        types = [_CONTENT_TYPES[name] for name in wanted_types if name in _CONTENT_TYPES]
+    items: list[Content] = []
+    for key in space_keys:
+        for content_type in types:
+            items.extend(site.space_contents(key, content_type))
+    return items
+
+
+def _match(site: Site, query: cql.Query, include_archived: bool) -> MatchList:
+    def space_status(key: str) -> str:
+        space = site.space(key)
+        return space.status if space is not None else "current"
+
+    status_reader = None if include_archived else space_status
+    matched = [item for item in _candidates(site, query) if query.matches(item, status_reader)]
+    ordered = query.sort(matched)
+    newest = max((item.changed_at for item in ordered), default=0.0)
+    return MatchList(ids=[item.id for item in ordered], newest_change=newest)
+
+
+def _visible_ids(state: EmulatorState, matches: MatchList) -> list[str]:
+    """Drop items changed within the index lag: the search index has not seen them yet."""
+    if state.search_lag <= 0:
+        return matches.ids
+    cutoff = state.site.now().timestamp() - state.search_lag
+    if matches.newest_change <= cutoff:
+        return matches.ids
+    site = state.site
+    visible: list[str] = []
+    for content_id in matches.ids:
+        item = site.content(content_id)
+        if item is not None and item.changed_at <= cutoff:
+            visible.append(content_id)
+    return visible
+
+
+def _dc_search_cap(expand: Expand) -> int:
+    # Data Center caps content search at 50 rows with a body expanded, at 200 with other
+    # expansions and at 1000 without any.
+    paths = expand_paths(expand)
+    if any(path == "body" or path.startswith("body.") for path in paths):
+        return 50
+    return 200 if paths else 1000
+
+
+@dataclass
+class SearchPage:
+    """One page of search results plus what the envelope reports."""
+
+    items: list[Content]
+    start: int
+    limit: int
+    total_size: int
+    next_link: str | None
+    cql: str
+
+
+def _run_search(
+    request: web.Request, content_expand: Expand, *, route: str, wrapper: bool
+) -> SearchPage:
+    state = state_of(request)
+    site = state.site
+    flavour = flavour_of(request)
+    query_text = request.query.get("cql")
+    if query_text is None or query_text == "":
+        raise _cql_error(cql.CqlError.required(), flavour)
+    try:
+        limit = parse_search_limit(
+            request.query.get("limit"), POLICIES["search"], expand_paths(content_expand)
+        )
+        start = parse_search_start(request.query.get("start"))
+    except PagingError as error:
+        raise ApiError(error.status, error.body) from None
+    datacenter = flavour == "datacenter"
+    if datacenter and state.dc_quirks:
+        limit = min(limit, _dc_search_cap(content_expand))
+    include_archived = request.query.get("includeArchivedSpaces", "").lower() == "true"
+    time_zone = _search_time_zone(request, state)
+    now = site.now()
+    user_id = str(request.get("user_id") or site.current_user_id)
+    try:
+        query = cql.parse(query_text, time_zone=time_zone, now=now, current_user=user_id)
+    except cql.CqlError as error:
+        raise _cql_error(error, flavour) from None
+
+    key = ("search", query_text, time_zone, include_archived, user_id, int(now.timestamp()))
+    matches: MatchList = state.searches.get(
+        site, key, lambda: _match(site, query, include_archived)
+    )
+    visible = _visible_ids(state, matches)
+
+    if datacenter:
+        end = min(len(visible), start + limit)
+        ids = visible[start:end] if start < len(visible) else []
+        next_link = None
+        if end < len(visible) and not (wrapper and state.dc_quirks):
+            next_link = _next_link(request, route, cursor=None, limit=limit, start=end)
+        items = _load(site, ids)
+        return SearchPage(items, start, limit, len(visible), next_link, query_text)
+
+    cursor_token = request.query.get("cursor")
+    cursor: SearchCursor | None = None
+    if cursor_token:
+        try:
+            cursor = decode_cursor(cursor_token)
+        except PagingError as error:
+            raise ApiError(error.status, error.body) from None
+    index_of = {content_id: position for position, content_id in enumerate(visible)}
+    page: CursorPage = cursor_page(
+        visible,
+        index_of,
+        cursor,
+        limit,
+        short_page_rate=state.short_page_rate,
+        seed=(query_text, cursor_token or "", limit),
+    )
+    ids = list(visible[page.start : page.end])
+    next_link = None
+    if page.next_cursor is not None:
+        next_link = _next_link(
+            request, route, cursor=page.next_cursor, limit=limit, start=start + len(ids)
+        )
+    total = estimate_total(len(visible), seed=(query_text, cursor_token or ""))
+    return SearchPage(_load(site, ids), start, limit, total, next_link, query_text)
+
+
+def _load(site: Site, ids: Sequence[str]) -> list[Content]:
+    loaded = (site.content(content_id) for content_id in ids)
+    return [item for item in loaded if item is not None]
+
+
+def _cql_error(error: cql.CqlError, flavour: str) -> ApiError:
+    return ApiError(error.status, error.body("datacenter" if flavour == "datacenter" else "cloud"))
+
+
+def _next_link(
+    request: web.Request, route: str, *, cursor: str | None, limit: int, start: int
+) -> str:
+    """Build a search next link: marker, cursor, expand, limit, a dead start, then cql.
+
+    ``excerpt`` is not carried, as on Cloud. ``includeArchivedSpaces`` is carried so that a
+    walk keeps its scope.
+    """
+    params: list[tuple[str, str]] = [("next", "true")]
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    expand = request.query.getall("expand", [])
+    if expand:
+        params.append(("expand", ",".join(expand)))
+    params.append(("limit", str(limit)))
+    params.append(("start", str(start)))
+    params.append(("cql", request.query.get("cql", "")))
+    archived = request.query.get("includeArchivedSpaces")
+    if archived is not None:
+        params.append(("includeArchivedSpaces", archived))
+    return f"{route}?{encode_query(params)}"
+
+
+def _self_link(ctx: ShapeContext, request: web.Request, route: str) -> str:
+    excluded = {"start", "limit", "cursor", "next", "prev"}
+    params = [(key, value) for key, value in request.query.items() if key not in excluded]
+    query = encode_query(params)
+    return f"{ctx.base}{route}" + (f"?{query}" if query else "")
+
+
+def _excerpt_mode(request: web.Request) -> str:
+    return request.query.get("excerpt", "highlight")
+
+
+async def search(request: web.Request) -> web.Response:
+    """``GET /search``: search result wrappers; expansions are prefixed ``content.``."""
+    started = time.perf_counter()
+    state = state_of(request)
+    tree = request_expand(request, use_defaults_when_absent=False)
+    content_expand: Expand = tree.get("content", {})
+    route = "/rest/api/search"
+    page = _run_search(request, content_expand, route=route, wrapper=True)
+    ctx = dataclasses.replace(
+        shape_of(request), search_style=True, body_limit=state.search_body_limit
+    )
+    excerpt_mode = _excerpt_mode(request)
+    results: list[dict[str, Any]] = []
+    for item in page.items:
+        result = search_result_json(ctx, item, content_expand)
+        if excerpt_mode == "none":
+            result["excerpt"] = ""
+        results.append(result)
+    links: dict[str, str] = {"base": ctx.base, "context": ctx.context}
+    if page.next_link is not None:
+        links["next"] = page.next_link
+    links["self"] = _self_link(ctx, request, route)
+    body = {
+        "results": results,
+        "start": page.start,
+        "limit": page.limit,
+        "size": len(results),
+        "totalSize": page.total_size,
+        "cqlQuery": page.cql,
+        "searchDuration": int((time.perf_counter() - started) * 1000),
+        "_links": links,
+    }
+    return json_response(body)
+
+
+async def content_search(request: web.Request) -> web.Response:
+    """``GET /content/search``: a ContentArray with plain Content expansions."""
+    started = time.perf_counter()
+    expand = request_expand(request, use_defaults_when_absent=False)
+    route = "/rest/api/content/search"
+    page = _run_search(request, expand, route=route, wrapper=False)
+    ctx = shape_of(request)
+    links: dict[str, str] = {"base": ctx.base, "context": ctx.context}
+    if page.next_link is not None:
+        links["next"] = page.next_link
+    links["self"] = _self_link(ctx, request, route)
+    body = {
+        "results": [content_json(ctx, item, expand) for item in page.items],
+        "start": page.start,
+        "limit": page.limit,
+        "size": len(page.items),
+        "totalSize": page.total_size,
+        "cqlQuery": page.cql,
+        "searchDuration": int((time.perf_counter() - started) * 1000),
+        "_links": links,
+    }
+    return json_response(body)
