@@ -232,6 +232,21 @@ def _command_line(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode("utf-8", errors="replace")
 
 
+def _inheritable_descriptors() -> list[int]:
+    """Return the open file descriptors above 2 that a spawned program would inherit."""
+    descriptors = []
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd <= 2:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                descriptors.append(fd)
+        except OSError:
+            continue  # the descriptor of the directory listing itself, already closed
+    return descriptors
+
+
 def _reap_if_child(pid: int) -> None:
     """Collect the exit status of `pid` if it is an exited child of this process."""
     with contextlib.suppress(ChildProcessError):
@@ -313,6 +328,9 @@ class ManagedProcess:
             ),
             (os.POSIX_SPAWN_DUP2, 1, 2),
         ]
+        # A server that inherited a pipe from its caller, such as a CI runner's output pipe,
+        # would keep that pipe open for as long as it runs, so close every inherited one.
+        file_actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_descriptors()]
         try:
             pid = os.posix_spawn(
                 argv[0],
