@@ -147,8 +147,9 @@ TYPE_VALUES: Final[tuple[str, ...]] = (
     "folder",
 )
 
-# Every CQL field Confluence Cloud has, in the order its "Did you mean" suggestions list
-# fields that are equally far from the misspelt name.
+# The CQL fields Confluence Cloud documents, plus `siteSearch` and `subtype`, which only its
+# "Did you mean" suggestions name. Fields equally far from a misspelt name are suggested in
+# this order, which matches the recorded suggestions for `status`.
 _CONFLUENCE_FIELDS: Final[tuple[str, ...]] = (
     "ancestor",
     "container",
@@ -229,13 +230,13 @@ ORDER_FIELDS: Final[dict[str, str]] = {
     "type": "type",
 }
 
-# Confluence sorts date fields newest first unless `asc` is given, and other fields ascending.
-# NOTE: CQL's documentation says only that "the field's own default direction" applies; the
-# directions below follow Jira's field defaults, because no Confluence value is recorded.
+# Date fields sort newest first unless `asc` is given, and other fields ascending.
+# NOTE: CQL's documentation says only that "the field's own default direction" applies. These
+# directions follow Jira's field defaults, because no Confluence value is recorded.
 _DEFAULT_DESCENDING: Final[frozenset[str]] = frozenset({"created", "lastmodified"})
 
-# Without `order by`, results come most recently modified first. Search scores are 0.0 on
-# every row Cloud returns, so relevance gives no order to copy.
+# Without `order by`, results come most recently modified first. Search scores were 0.0 on
+# every Cloud row sampled, so relevance gives no order to copy.
 _DEFAULT_ORDER: Final[tuple[tuple[str, bool], ...]] = (("lastmodified", True),)
 
 _MAX_SUGGESTIONS: Final = 5
@@ -293,7 +294,7 @@ class ContentLike(Protocol):
 
     Three fields read optional attributes. `creator` reads `created_by` (an account id),
     `contributor` reads `versions`, whose entries carry a `by` account id, and `container`
-    reads `container_id`. An item without the attribute never matches that field.
+    reads `container_id`. An item without the attribute never equals a value of that field.
     """
 
     @property
@@ -623,7 +624,7 @@ class _Increment:
 
 
 def _epoch_minute(moment: datetime) -> int:
-    return int(moment.timestamp()) // 60
+    return int(moment.timestamp() // 60)
 
 
 def _local_to_utc(local: datetime, zone: ZoneInfo) -> datetime:
@@ -1119,8 +1120,8 @@ _SORT_READERS: Final[dict[str, Callable[[ContentLike], Any]]] = {
 class Query:
     """A parsed CQL query: a compiled predicate plus its `order by` clause.
 
-    `order_by` lists (field, descending) pairs as written, with each field's default
-    direction filled in; it is empty when the query has no `order by`.
+    `order_by` lists (canonical field, descending) pairs in the query's order, with each
+    field's default direction filled in. It is empty when the query has no `order by`.
     """
 
     cql: str
