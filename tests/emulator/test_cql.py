@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from emulator.cql import CqlError, Query, parse
+from emulator.model import ContentType, Site, User
 
 BAD_REQUEST = "com.atlassian.confluence.api.service.exceptions.api.BadRequestException"
 
@@ -925,3 +926,89 @@ def test_candidates_cover_every_match() -> None:
             if query.matches(item):
                 assert item.space_key.casefold() in spaces, (cql, item.id)
                 assert item.type in types, (cql, item.id)
+
+
+# Against the site model ----------------------------------------------------------------------
+
+
+def build_site() -> Site:
+    site = Site(time_zone="Europe/Berlin")
+    site.set_clock(utc(2024, 5, 1, 8, 0), frozen=True)
+    site.add_user(
+        User(
+            account_id="6c21bd9e93f16c33dd8e5f06",
+            display_name="Second Editor",
+            email="editor@example.com",
+            time_zone="UTC",
+            username="editor",
+            user_key="8a7f808a7a1b2c3d017a1b2c3d4e0002",
+        )
+    )
+    site.create_space("ENG", "Engineering")
+    site.create_space("OPS", "Operations")
+    return site
+
+
+def test_model_content_queries() -> None:
+    site = build_site()
+    root = site.create_content(
+        type=ContentType.PAGE,
+        space_key="ENG",
+        title="Deploy Guide",
+        body_storage="<p>How to <strong>deploy</strong> the service.</p>",
+        labels=["howto"],
+    )
+    child = site.create_content(
+        type=ContentType.PAGE,
+        space_key="ENG",
+        title="Rollback",
+        body_storage="<p>Undo a release.</p>",
+        parent_id=root.id,
+    )
+    comment = site.create_content(
+        type=ContentType.COMMENT,
+        space_key="ENG",
+        title="Re: Deploy Guide",
+        body_storage="<p>Thanks</p>",
+        container_id=root.id,
+    )
+    other = site.create_content(
+        type=ContentType.BLOGPOST, space_key="OPS", title="Weekly", body_storage="<p>Quiet.</p>"
+    )
+    site.set_clock(utc(2024, 5, 1, 10, 30))
+    site.edit_content(
+        child.id, body_storage="<p>Undo a release fast.</p>", author="6c21bd9e93f16c33dd8e5f06"
+    )
+
+    def found(cql: str) -> list[str]:
+        query = parse(cql, time_zone=site.time_zone, now=site.now())
+        return [item.id for item in query.sort(i for i in site.contents() if query.matches(i))]
+
+    assert found(f"ancestor = {root.id}") == [child.id]
+    assert found("label = howto") == [root.id]
+    # Both were last modified at 08:00, so the id breaks the tie.
+    assert found('text ~ "deploy"') == [root.id, comment.id]
+    assert found(f"container = {root.id}") == [comment.id]
+    assert found("contributor = 6c21bd9e93f16c33dd8e5f06") == [child.id]
+    assert found("space = ops") == [other.id]
+    # 10:30 UTC is 12:30 in Berlin, the site zone.
+    assert found('type = page and lastmodified >= "2024-05-01 12:30"') == [child.id]
+    assert found('type = page and lastmodified >= "2024-05-01 12:31"') == []
+
+
+def test_model_trashed_and_archived() -> None:
+    site = build_site()
+    page = site.create_content(type=ContentType.PAGE, space_key="ENG", title="Gone")
+    kept = site.create_content(type=ContentType.PAGE, space_key="OPS", title="Kept")
+    query = parse("type = page")
+
+    def space_status(key: str) -> str:
+        space = site.space(key)
+        return space.status if space is not None else "current"
+
+    site.trash_content(page.id)
+    assert [i.id for i in site.contents() if query.matches(i, space_status)] == [kept.id]
+
+    site.archive_space("OPS")
+    assert [i.id for i in site.contents() if query.matches(i, space_status)] == []
+    assert [i.id for i in site.contents() if query.matches(i)] == [kept.id]
