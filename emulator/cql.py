@@ -630,6 +630,7 @@ def _epoch_minute(moment: datetime) -> int:
 def _local_to_utc(local: datetime, zone: ZoneInfo) -> datetime:
     # fold=0 resolves a gap by moving later by the gap's length and an overlap to the earlier
     # instant, the same choices java.time.ZonedDateTime.of makes.
+    # NOTE: how Confluence reads such a time is not recorded; this is the plausible Java default.
     return local.replace(tzinfo=zone, fold=0).astimezone(UTC)
 
 

@@ -999,7 +999,7 @@ def test_model_content_queries() -> None:
 def test_model_trashed_and_archived() -> None:
     site = build_site()
     page = site.create_content(type=ContentType.PAGE, space_key="ENG", title="Gone")
-    kept = site.create_content(type=ContentType.PAGE, space_key="OPS", title="Kept")
+    ops_page = site.create_content(type=ContentType.PAGE, space_key="OPS", title="Kept")
     query = parse("type = page")
 
     def space_status(key: str) -> str:
@@ -1007,8 +1007,8 @@ def test_model_trashed_and_archived() -> None:
         return space.status if space is not None else "current"
 
     site.trash_content(page.id)
-    assert [i.id for i in site.contents() if query.matches(i, space_status)] == [kept.id]
+    assert [i.id for i in site.contents() if query.matches(i, space_status)] == [ops_page.id]
 
     site.archive_space("OPS")
     assert [i.id for i in site.contents() if query.matches(i, space_status)] == []
-    assert [i.id for i in site.contents() if query.matches(i)] == [kept.id]
+    assert [i.id for i in site.contents() if query.matches(i)] == [ops_page.id]
