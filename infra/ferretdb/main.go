@@ -1,5 +1,5 @@
 // Command ferretdb runs FerretDB v1, a MongoDB wire-protocol server, with its SQLite
-// backend on the loopback interface for local development and tests.
+// backend, by default on the loopback interface, for local development and tests.
 //
 // It embeds the github.com/FerretDB/FerretDB/ferretdb package instead of building
 // FerretDB's own command, because `go install .../cmd/ferretdb@v1.24.2` panics at start-up
@@ -23,40 +23,42 @@ import (
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
 
-// defaultPort returns LOCAL_MONGO_PORT when it is set and 27017 otherwise.
-func defaultPort() int {
-	value := os.Getenv("LOCAL_MONGO_PORT")
-	if value == "" {
-		return 27017
+// resolvePort returns the -port flag when it is set, else LOCAL_MONGO_PORT, else 27017.
+func resolvePort(flagPort int) (int, error) {
+	port, source := flagPort, "-port"
+
+	if port == 0 {
+		value := os.Getenv("LOCAL_MONGO_PORT")
+		if value == "" {
+			return 27017, nil
+		}
+
+		parsed, err := strconv.Atoi(value)
+		if err != nil {
+			return 0, fmt.Errorf(
+				"invalid port %q in LOCAL_MONGO_PORT: use a number from 1 to 65535", value,
+			)
+		}
+
+		port, source = parsed, "LOCAL_MONGO_PORT"
 	}
 
-	port, err := strconv.Atoi(value)
-	if err != nil {
-		return -1 // rejected with a clear message by validatePort
-	}
-
-	return port
-}
-
-func validatePort(port int) error {
 	if port < 1 || port > 65535 {
-		return fmt.Errorf(
-			"invalid port %d (from -port or LOCAL_MONGO_PORT): use a number from 1 to 65535",
-			port,
-		)
+		return 0, fmt.Errorf("invalid port %d in %s: use a number from 1 to 65535", port, source)
 	}
 
-	return nil
+	return port, nil
 }
 
 func run() error {
 	host := flag.String("host", "127.0.0.1", "IP address to listen on")
-	port := flag.Int("port", defaultPort(), "TCP port to listen on (default: LOCAL_MONGO_PORT or 27017)")
+	portFlag := flag.Int("port", 0, "TCP port to listen on (default: LOCAL_MONGO_PORT or 27017)")
 	dataDir := flag.String("data-dir", "data", "directory for the SQLite files, one per database; created if missing")
 	debug := flag.Bool("debug", false, "log at debug level")
 	flag.Parse()
 
-	if err := validatePort(*port); err != nil {
+	port, err := resolvePort(*portFlag)
+	if err != nil {
 		return err
 	}
 
@@ -78,7 +80,7 @@ func run() error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
 
-	listenAddr := net.JoinHostPort(*host, strconv.Itoa(*port))
+	listenAddr := net.JoinHostPort(*host, strconv.Itoa(port))
 
 	server, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: listenAddr},
