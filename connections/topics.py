@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -123,23 +124,23 @@ def ensure_topics(
     """Create missing topics and bring the configuration of existing ones to ``specs``."""
     states = fetch_topic_states(admin, [spec.name for spec in specs], timeout)
     missing = [spec for spec in specs if not states[spec.name].exists]
+    created: set[str] = set()
+    if missing and not dry_run:
+        created = _create_topics(admin, missing, partitions, replication_factor, timeout)
+        _wait_for_topics(admin, created, timeout)
+        # A topic that another client created after our metadata request, or that the
+        # broker's metadata did not list yet, exists now: check it like any existing topic.
+        raced = [spec.name for spec in missing if spec.name not in created]
+        if raced:
+            states.update(fetch_topic_states(admin, raced, timeout))
+
     actions: list[TopicAction] = []
-    created = (
-        set()
-        if dry_run
-        else _create_topics(admin, missing, partitions, replication_factor, timeout)
-    )
     for spec in specs:
         state = states[spec.name]
-        if not state.exists:
+        if spec.name in created or (dry_run and not state.exists):
             details = (f"partitions={partitions}", f"replication_factor={replication_factor}")
-            if dry_run:
-                actions.append(TopicAction(spec.name, "would-create", details))
-            elif spec.name in created:
-                actions.append(TopicAction(spec.name, "created", details))
-            else:
-                # Another client created it between our metadata request and ours.
-                actions.append(TopicAction(spec.name, "unchanged", ("created concurrently",)))
+            action = "created" if spec.name in created else "would-create"
+            actions.append(TopicAction(spec.name, action, details))
             continue
         actions.append(
             _reconcile(
@@ -154,6 +155,32 @@ def ensure_topics(
             )
         )
     return actions
+
+
+def _wait_for_topics(admin: AdminClient, names: set[str], timeout: float) -> None:
+    """Wait until the broker's metadata lists every partition of ``names`` with a leader.
+
+    Creation returns before the metadata shows the topic, and a describe or produce call
+    made in that gap fails or sees the topic as missing.
+    """
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending:
+        metadata = _list_topics(admin, timeout)
+        for name in list(pending):
+            topic = metadata.topics.get(name)
+            if topic is None or topic.error is not None or not topic.partitions:
+                continue
+            if all(partition.leader >= 0 for partition in topic.partitions.values()):
+                pending.discard(name)
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicAdminError(
+                f"topics {sorted(pending)} were created but have no partition leader after "
+                f"{timeout:g} s; check the broker log"
+            )
+        time.sleep(0.1)
 
 
 def _reconcile(
@@ -437,3 +464,7 @@ def _print_description(admin: AdminClient, topics: Topics, timeout: float) -> in
         )
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
