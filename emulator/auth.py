@@ -520,6 +520,13 @@ def auth_middleware(state: GateState) -> Middleware:
                 "'cloud', 'gateway' or 'datacenter'"
             )
         if refusal is not None:
+            logger.debug(
+                "request rejected flavour=%s status=%d method=%s path=%s",
+                flavour,
+                refusal.status,
+                request.method,
+                request.path,
+            )
             return refusal
         response = await handler(request)
         deprecated = flavour != "datacenter" and is_deprecated_v1(

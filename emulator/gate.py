@@ -334,6 +334,40 @@ class GateState:
             client_id=client_id, account_id=account_id, scopes=scopes, now=self.clock()
         )
 
+    def set_token_lifetimes(
+        self,
+        *,
+        access_token: float | None = None,
+        refresh_reuse_leeway: float | None = None,
+        refresh_idle: float | None = None,
+        refresh_absolute: float | None = None,
+    ) -> None:
+        """Change OAuth token lifetimes in seconds; None keeps a value.
+
+        New lifetimes apply to tokens issued afterwards and, for refresh tokens, to every
+        later refresh, because refresh checks measure ages at refresh time.
+        """
+        values = {
+            "access_token": access_token,
+            "refresh_reuse_leeway": refresh_reuse_leeway,
+            "refresh_idle": refresh_idle,
+            "refresh_absolute": refresh_absolute,
+        }
+        for name, value in values.items():
+            if value is not None and value <= 0:
+                raise ValueError(
+                    f"token lifetime {name}={value} is invalid; give a positive number of seconds"
+                )
+        store = self.tokens
+        if access_token is not None:
+            store.access_token_lifetime = access_token
+        if refresh_reuse_leeway is not None:
+            store.refresh_reuse_leeway = refresh_reuse_leeway
+        if refresh_idle is not None:
+            store.refresh_idle_lifetime = refresh_idle
+        if refresh_absolute is not None:
+            store.refresh_absolute_lifetime = refresh_absolute
+
     def _require_client(self, client_id: str) -> None:
         if client_id not in self.oauth_clients:
             known = ", ".join(sorted(self.oauth_clients)) or "none"

@@ -154,14 +154,17 @@ def build_refusal(
     """
     now = state.clock()
     retry_after = max(1, math.ceil(wait_seconds))
-    headers = {
-        "X-RateLimit-Limit": str(limit),
-        "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset": format_reset(now + timedelta(seconds=retry_after)),
-        "RateLimit-Reason": reason,
-        "Retry-After": str(retry_after),
-    }
-    headers.update(extra_headers or {})
+    # The refusal's own values win over extra headers such as Data Center's Retry-After 0.
+    headers = dict(extra_headers or {})
+    headers.update(
+        {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": format_reset(now + timedelta(seconds=retry_after)),
+            "RateLimit-Reason": reason,
+            "Retry-After": str(retry_after),
+        }
+    )
     status = 429
     # NOTE: Atlassian documents the 429 headers but not a body; this JSON body follows
     # the Cloud error shape {statusCode, message}.
@@ -201,13 +204,15 @@ def _burst_headers(state: GateState, request: web.Request, bucket: TokenBucket) 
         "X-RateLimit-Remaining": str(remaining),
     }
     if request.get("flavour") == "datacenter":
-        # Data Center describes its bucket as FillRate tokens every Interval-Seconds.
+        # Data Center describes its bucket as FillRate tokens every Interval-Seconds, and
+        # sends Retry-After 0 while tokens remain.
         if settings.rate_per_second >= 1:
             interval, fill = 1, round(settings.rate_per_second)
         else:
             interval, fill = round(1 / settings.rate_per_second), 1
         headers["X-RateLimit-Interval-Seconds"] = str(interval)
         headers["X-RateLimit-FillRate"] = str(fill)
+        headers["Retry-After"] = "0"
     else:
         reset = state.clock() + timedelta(seconds=bucket.seconds_to_full())
         headers["X-RateLimit-Reset"] = format_reset(reset)

@@ -362,6 +362,19 @@ def test_gateway_short_token_lifetime(
     assert response.status_code == 401
 
 
+def test_token_lifetimes_configurable(
+    server: GateServer, state: GateState, clock: FakeClock
+) -> None:
+    state.set_token_lifetimes(access_token=60, refresh_reuse_leeway=5)
+    first = state.issue_grant(client_id=CLIENT_ID, account_id=ACCOUNT_ID, scopes=READ_SCOPES)
+    assert first["expires_in"] == 60
+    refresh(server, first["refresh_token"])
+    clock.advance(6)
+    assert refresh(server, first["refresh_token"]).status_code == 403
+    with pytest.raises(ValueError, match="token lifetime refresh_idle=0 is invalid"):
+        state.set_token_lifetimes(refresh_idle=0)
+
+
 def test_gateway_scope_mismatch(server: GateServer, state: GateState) -> None:
     token = access_token(state, scopes=("read:confluence-content.summary",))
     response = server.get("gateway", "/search", params={"cql": "type=page"}, headers=bearer(token))

@@ -157,6 +157,7 @@ def test_burst_datacenter_headers(server: GateServer, state: GateState) -> None:
     ok = get_space(server, "datacenter", headers=bearer(PAT))
     assert ok.headers["X-RateLimit-Interval-Seconds"] == "2"
     assert ok.headers["X-RateLimit-FillRate"] == "1"
+    assert ok.headers["Retry-After"] == "0"
     refused = get_space(server, "datacenter", headers=bearer(PAT))
     assert refused.status_code == 429
     assert refused.headers["X-RateLimit-Interval-Seconds"] == "2"
