@@ -40,7 +40,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m infra",
         description="Start, stop or report the local Kafka broker and FerretDB server.",
     )
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument(
+        "command",
+        choices=("up", "down", "status"),
+        help="up starts the services (a no-op for running ones), down stops them, "
+        "status reports each as running or stopped",
+    )
     parser.add_argument(
         "service",
         nargs="?",

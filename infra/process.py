@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 SERVICES_DIR_ENV = "LOCAL_SERVICES_DIR"
 HOST = "127.0.0.1"
 LOG_TAIL_LINES = 20
+MAX_LOG_BYTES = 50 * 1024 * 1024
 
 
 class ServiceError(Exception):
@@ -312,6 +313,9 @@ class ManagedProcess:
         """
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        if log_size(self.log_file) > MAX_LOG_BYTES:
+            # Keep one previous log so a long-lived services folder does not grow forever.
+            self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
         with self.log_file.open("ab") as log:
             log.write(
                 f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting {self.name}\n".encode()
