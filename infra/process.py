@@ -3,6 +3,8 @@
 A launcher owns a process only through its pid file. Before it signals a pid it checks
 that the process is alive and that its command line contains a path unique to the
 services directory, so a pid reused by an unrelated program is never signalled.
+
+NOTE: process checks read /proc, so the launchers run on Linux only.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 
 from infra import ferretdb, kafka
 from infra.process import (
+    ManagedProcess,
     ServiceError,
     ServiceStatus,
     exclusive_lock,
@@ -177,6 +179,67 @@ def test_status_line_wording() -> None:
     assert ServiceStatus("mongo", True, "mongodb://x/", 7, started=True).describe() == (
         "mongo: started at mongodb://x/ (pid 7)"
     )
+
+
+# Process handling, with small Python programs standing in for the servers
+
+
+def python_program(code: str, marker: str) -> list[str]:
+    """Return argv that runs `code`, with `marker` as an argument so `is_ours` can match it."""
+    return [sys.executable, "-c", code, marker]
+
+
+def test_spawn_and_stop(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker")
+    process = ManagedProcess("sleeper", tmp_path / "sleeper.pid", tmp_path / "sleeper.log", marker)
+
+    pid = process.spawn(
+        python_program("print('ready', flush=True); import time; time.sleep(60)", marker)
+    )
+
+    assert process.running_pid() == pid
+    assert process.stop(timeout=30) == pid
+    assert process.running_pid() is None
+    assert not process.pid_file.exists()
+    assert "sleeper" in process.log_file.read_text()
+
+
+def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker")
+    process = ManagedProcess(
+        "stubborn", tmp_path / "stubborn.pid", tmp_path / "stubborn.log", marker
+    )
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "open(__import__('sys').argv[1] + '.ready', 'w').close()\n"
+        "time.sleep(60)\n"
+    )
+    pid = process.spawn(python_program(code, marker))
+    ready_file = Path(marker + ".ready")
+    for _ in range(300):
+        if ready_file.exists():
+            break
+        time.sleep(0.05)
+    assert ready_file.exists()
+
+    assert process.stop(timeout=0.5) == pid
+    assert not process.is_ours(pid)
+    assert not process.pid_file.exists()
+
+
+def test_stale_pid_file_removed(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker")
+    process = ManagedProcess("exited", tmp_path / "exited.pid", tmp_path / "exited.log", marker)
+    pid = process.spawn(python_program("pass", marker))
+    for _ in range(300):
+        if not process.is_ours(pid):
+            break
+        time.sleep(0.05)
+
+    assert process.running_pid() is None
+    assert process.remove_stale_pid_file()
+    assert not process.pid_file.exists()
 
 
 # Expected failures of the CLI: one line on stderr, exit code 1, no traceback
