@@ -82,7 +82,15 @@ _CQL_SPACE = re.compile(
 
 
 class FaultRuleError(ValueError):
-    """A fault rule string or value that cannot be used."""
+    """A fault rule string or value that cannot be used; ``reason`` says why."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(
+            f"invalid fault rule {rule!r}: {reason}. The form is [METHOD ]ROUTE:KIND:WHEN[:ARG] "
+            f"with WHEN {_WHEN_HELP} and KIND one of: {', '.join(KINDS)}"
+        )
+        self.rule = rule
+        self.reason = reason
 
 
 @dataclass
@@ -140,10 +148,7 @@ class FaultRule:
 
 
 def _invalid(rule: str, reason: str) -> FaultRuleError:
-    return FaultRuleError(
-        f"invalid fault rule {rule!r}: {reason}. The form is [METHOD ]ROUTE:KIND:WHEN[:ARG] "
-        f"with WHEN {_WHEN_HELP} and KIND one of: {', '.join(KINDS)}"
-    )
+    return FaultRuleError(rule, reason)
 
 
 def _validate_rule(rule: FaultRule) -> None:
@@ -155,6 +160,8 @@ def _validate_rule(rule: FaultRule) -> None:
     for name, value in (("nth", rule.nth), ("next", rule.next_count)):
         if value is not None and value < 1:
             raise _invalid(text, f"{name}={value} must be at least 1")
+    if rule.nth is not None and rule.next_count is not None:
+        raise _invalid(text, "give nth or next, not both")
     if rule.route.startswith("re:"):
         try:
             re.compile(rule.route[3:])
@@ -225,7 +232,8 @@ def parse_fault_rule(text: str) -> FaultRule:
                 arg=arg,
             )
         except FaultRuleError as exc:
-            raise _invalid(text, str(exc).split(": ", 1)[1].split(". The form")[0]) from None
+            # Name the rule as the user wrote it, not as FaultRule.describe() prints it.
+            raise _invalid(text, exc.reason) from None
     known = [part for part in parts if part in KINDS]
     if known:
         raise _invalid(text, f"kind {known[0]!r} is not followed by WHEN")
@@ -373,7 +381,9 @@ def _conditional_response(
         )
         return _datacenter_error(500, message, "Internal Server Error")
     if rule.kind == "404ancestors":
-        if not any(item.startswith("ancestors.restrictions") for item in expansions):
+        # /search prefixes Content expansions with "content.".
+        prefixes = ("ancestors.restrictions", "content.ancestors.restrictions")
+        if not any(item.startswith(prefixes) for item in expansions):
             return None
         content_id = rule.arg or "0"
         errors = [

@@ -389,7 +389,7 @@ class GateState:
     ) -> RateLimitSettings:
         """Change the burst limiter; arguments left as None keep their value.
 
-        Changing the rate or the burst refills every bucket.
+        Changing the rate, the burst or per-user bucketing refills every bucket.
         """
         current = self.rate_limit
         updated = RateLimitSettings(
@@ -401,8 +401,10 @@ class GateState:
             reason=current.reason,
         )
         updated.validate()
+        bucket_shape = (updated.rate_per_second, updated.burst, updated.per_user)
+        if bucket_shape != (current.rate_per_second, current.burst, current.per_user):
+            self.buckets.clear()
         self.rate_limit = updated
-        self.buckets.clear()
         return updated
 
     def set_points_quota(

@@ -281,6 +281,9 @@ def request_cost(request: web.Request, response: web.StreamResponse | None) -> i
 
     The server may set ``request["objects_returned"]`` to skip parsing the body.
     """
+    # NOTE: only top-level rows are counted as objects. Objects expanded inside a row,
+    # such as version.by users or labels, are not charged, although Atlassian may count
+    # them.
     if request.method != "GET":
         return 1
     if response is None or response.status >= 400:

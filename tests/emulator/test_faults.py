@@ -113,6 +113,11 @@ def test_parse_errors_name_rule(text: str, reason: str) -> None:
     assert "\n" not in message
 
 
+def test_rule_rejects_nth_with_next() -> None:
+    with pytest.raises(FaultRuleError, match="give nth or next, not both"):
+        FaultRule(kind="500", route="/content", nth=2, next_count=1)
+
+
 def test_glob_without_wildcard_matches_exactly() -> None:
     rule = FaultRule(kind="500", route="/content")
     assert rule.applies_to("GET", "/content")
@@ -379,6 +384,13 @@ def test_404_for_ancestor_restrictions(server: GateServer, state: GateState) -> 
     ]
     plain = cloud_get(server, "/content/search", cql="type=page", expand="ancestors")
     assert plain.status_code == 200
+
+
+def test_404_ancestors_on_search_prefix(server: GateServer, state: GateState) -> None:
+    state.add_fault(parse_fault_rule("/search:404ancestors:1"))
+    expand = "content.ancestors.restrictions.read.restrictions.group"
+    failed = cloud_get(server, "/search", cql="type=page", expand=expand)
+    assert failed.status_code == 404
 
 
 def test_conditional_nth_counts_matches_only(server: GateServer, state: GateState) -> None:

@@ -165,6 +165,15 @@ def test_burst_datacenter_headers(server: GateServer, state: GateState) -> None:
     assert refused.headers["Retry-After"] == "2"
 
 
+def test_anomaly_change_keeps_buckets(server: GateServer, state: GateState) -> None:
+    state.set_rate_limit(enabled=True, rate_per_second=1, burst=1)
+    get_space(server)
+    state.set_rate_limit(anomaly=ANOMALY_HTTP_DATE)
+    assert get_space(server).status_code == 429
+    state.set_rate_limit(burst=2)
+    assert get_space(server).status_code == 200
+
+
 def test_burst_counts_throttled(server: GateServer, state: GateState) -> None:
     state.set_rate_limit(enabled=True, rate_per_second=1, burst=1)
     for _ in range(3):
