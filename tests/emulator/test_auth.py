@@ -20,7 +20,7 @@ import requests
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from emulator.auth import add_oauth_routes
+from emulator.auth import add_oauth_routes, is_deprecated_v1, scope_alternatives
 from emulator.gate import (
     CloudCredential,
     DataCenterUser,
@@ -246,6 +246,51 @@ def refresh(server: GateServer, refresh_token: str) -> requests.Response:
         client_secret=CLIENT_SECRET,
         refresh_token=refresh_token,
     )
+
+
+# Route table
+
+
+@pytest.mark.parametrize(
+    ("method", "api_path", "classic", "deprecated"),
+    [
+        ("GET", "/search", "search:confluence", False),
+        ("GET", "/content/search", "search:confluence", False),
+        ("GET", "/content", "read:confluence-content.summary", True),
+        ("HEAD", "/content/12", "read:confluence-content.summary", True),
+        ("GET", "/content/12/child", "read:confluence-content.summary", True),
+        ("GET", "/content/12/child/comment", "read:confluence-content.summary", True),
+        ("GET", "/content/12/descendant/page", "read:confluence-content.summary", False),
+        ("GET", "/content/12/label", "read:confluence-content.summary", True),
+        ("GET", "/content/12/history", "read:confluence-content.summary", True),
+        ("GET", "/content/12/version", "read:confluence-content.summary", True),
+        ("GET", "/content/12/restriction/byOperation", "read:confluence-content.all", False),
+        (
+            "GET",
+            "/content/12/child/attachment/34/download",
+            "readonly:content.attachment:confluence",
+            False,
+        ),
+        ("GET", "/space", "read:confluence-space.summary", True),
+        ("GET", "/space/DOC", "read:confluence-space.summary", True),
+        ("GET", "/space/DOC/content/page", "read:confluence-content.summary", True),
+        ("GET", "/space/DOC/state/content", "read:confluence-content.summary", False),
+        ("GET", "/user/current", "read:confluence-user", False),
+        ("POST", "/content", "write:confluence-content", True),
+        ("PUT", "/content/12", "write:confluence-content", False),
+    ],
+)
+def test_route_scopes_and_deprecation(
+    method: str, api_path: str, classic: str, deprecated: bool
+) -> None:
+    alternatives = scope_alternatives(method, api_path)
+    assert alternatives[0] == {classic}
+    assert is_deprecated_v1(method, api_path) is deprecated
+
+
+def test_unknown_route_needs_no_scope() -> None:
+    assert scope_alternatives("GET", "/audit") == []
+    assert not is_deprecated_v1("GET", "/audit")
 
 
 # Cloud site root
