@@ -23,7 +23,7 @@ Kinds (``ARG`` in brackets):
 - ``403space`` [space keys, comma-separated]: 403 for requests that name a chosen space
   by ``spaceKey``, the ``/space/{key}`` path, CQL ``space``, or a content id in that space.
   Without keys, the server's ``space_restricted`` hook chooses.
-- ``504limit`` [limit threshold, default 50]: 504 when ``expand`` asks for a body and
+- ``504limit`` [limit threshold, default 50]: 504 when ``expand`` requests a body and
   ``limit`` is above the threshold.
 - ``504bytes`` (bytes): 504 when the real response body is larger.
 - ``500perm``: Data Center's 500 for permission expansions (``expand=permissions``) by a
@@ -82,7 +82,7 @@ _CQL_SPACE = re.compile(
 
 
 class FaultRuleError(ValueError):
-    """A fault rule string or value that cannot be used; ``reason`` says why."""
+    """A fault rule string or value that cannot be used, with the cause in ``reason``."""
 
     def __init__(self, rule: str, reason: str) -> None:
         super().__init__(

@@ -166,7 +166,7 @@ def build_refusal(
         }
     )
     status = 429
-    # NOTE: Atlassian documents the 429 headers but not a body; this JSON body follows
+    # NOTE: Atlassian documents the 429 headers but not a body, so this JSON body follows
     # the Cloud error shape {statusCode, message}.
     message = f"Rate limit exceeded. Retry after {retry_after} seconds."
     anomaly = state.rate_limit.anomaly
