@@ -28,7 +28,7 @@ Kinds (``ARG`` in brackets):
 - ``504bytes`` (bytes): 504 when the real response body is larger.
 - ``500perm``: Data Center's 500 for permission expansions (``expand=permissions``) by a
   user who is not an administrator.
-- ``404ancestors`` [content id]: Cloud's 404 of a whole batch when ``expand`` asks for
+- ``404ancestors`` [content id]: Cloud's 404 of a whole batch when ``expand`` requests
   ancestor restrictions.
 """
 
