@@ -19,6 +19,7 @@ from infra.process import (
     ManagedProcess,
     ServiceError,
     ServiceStatus,
+    command_line,
     exclusive_lock,
     find_executable,
     log_size,
@@ -192,6 +193,12 @@ def _up_locked(settings: FerretDBSettings, timeout: float) -> ServiceStatus:
     process = settings.process()
     pid = process.running_pid()
     if pid is not None:
+        if f"-port={settings.port} " not in command_line(pid) + " ":
+            raise ServiceError(
+                f"FerretDB (pid {pid}) already runs from {settings.root} on another port than "
+                f"{PORT_ENV}={settings.port}: stop it with `python -m infra down mongo` to "
+                "restart it on the new port"
+            )
         wait_until_ready(settings, pid, log_size(settings.log_file), timeout)
         return ServiceStatus("mongo", True, settings.uri, pid, already_running=True)
     process.remove_stale_pid_file()

@@ -416,6 +416,13 @@ def _up_locked(settings: KafkaSettings, timeout: float) -> ServiceStatus:
     process = settings.process()
     pid = process.running_pid()
     if pid is not None:
+        if settings.server_properties.read_text() != render_server_properties(settings):
+            raise ServiceError(
+                f"a Kafka broker (pid {pid}) already runs from {settings.root} with other "
+                f"settings than {PORT_ENV}={settings.port} and {CONTROLLER_PORT_ENV}="
+                f"{settings.controller_port}: see {settings.server_properties}, and stop it "
+                "with `python -m infra down kafka` to restart it with the new ports"
+            )
         wait_until_ready(settings, pid, log_size(settings.log_file), timeout)
         return ServiceStatus("kafka", True, settings.bootstrap_servers, pid, already_running=True)
     process.remove_stale_pid_file()

@@ -227,7 +227,8 @@ def _process_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _command_line(pid: int) -> str:
+def command_line(pid: int) -> str:
+    """Return the command line of `pid` with arguments joined by spaces, or "" if gone."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -285,7 +286,7 @@ class ManagedProcess:
         state = _process_state(pid)
         if state is None or state in ("Z", "X"):
             return False
-        return self.marker in _command_line(pid)
+        return self.marker in command_line(pid)
 
     def running_pid(self) -> int | None:
         """Return the pid from the pid file when that process is ours and alive."""

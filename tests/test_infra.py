@@ -435,6 +435,14 @@ def test_lifecycle_up_status_down(private_services: dict[str, str]) -> None:
     assert second_lines[0] == first_lines[0].replace("started", "already running")
     assert second_lines[1] == first_lines[1].replace("started", "already running")
 
+    moved = {**env, "LOCAL_KAFKA_PORT": str(free_port()), "LOCAL_MONGO_PORT": str(free_port())}
+    moved_up = run_cli(moved, "up")
+    assert moved_up.returncode == 1
+    assert "Traceback" not in moved_up.stderr
+    assert "kafka: error: a Kafka broker" in moved_up.stderr
+    assert "mongo: error: FerretDB" in moved_up.stderr
+    assert moved["LOCAL_KAFKA_PORT"] in moved_up.stderr
+
     status = run_cli(env, "status")
     assert status.stdout.splitlines() == [
         line.replace("started", "running") for line in first_lines
