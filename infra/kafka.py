@@ -421,7 +421,7 @@ def _up_locked(settings: KafkaSettings, timeout: float) -> ServiceStatus:
                 f"a Kafka broker (pid {pid}) already runs from {settings.root} with other "
                 f"settings than {PORT_ENV}={settings.port} and {CONTROLLER_PORT_ENV}="
                 f"{settings.controller_port}: see {settings.server_properties}, and stop it "
-                "with `python -m infra down kafka` to restart it with the new ports"
+                "with `python -m infra down kafka` to restart it with the current settings"
             )
         wait_until_ready(settings, pid, log_size(settings.log_file), timeout)
         return ServiceStatus("kafka", True, settings.bootstrap_servers, pid, already_running=True)
