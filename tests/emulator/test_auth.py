@@ -723,6 +723,20 @@ def test_missing_refresh_token_parameter(server: GateServer) -> None:
     }
 
 
+def test_token_request_invalid_json(server: GateServer) -> None:
+    response = requests.post(
+        f"{server.origin}/oauth/token",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "The request body is not valid JSON",
+    }
+
+
 def test_issue_grant_unknown_client(state: GateState) -> None:
     with pytest.raises(ValueError, match="unknown OAuth client id 'other'"):
         state.issue_grant(client_id="other", account_id=ACCOUNT_ID, scopes=READ_SCOPES)
