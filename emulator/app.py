@@ -11,12 +11,12 @@ import threading
 
 from aiohttp import web
 
-from emulator.auth import add_oauth_routes, auth_middleware
+from emulator.auth import add_oauth_routes
 from emulator.config import ServerOptions
 from emulator.control import add_control_routes
-from emulator.faults import fault_middleware, parse_fault_rule
-from emulator.gate import CloudCredential, DataCenterUser, GateState
-from emulator.limits import RateLimitSettings, rate_limit_middleware
+from emulator.faults import parse_fault_rule
+from emulator.gate import CloudCredential, DataCenterUser, GateState, gate_middlewares
+from emulator.limits import RateLimitSettings
 from emulator.model import Site
 from emulator.routes import (
     error_middleware,
@@ -136,10 +136,8 @@ def create_app(options: ServerOptions, site: Site | None = None) -> web.Applicat
     roots = roots_for(options.serves_cloud, options.serves_datacenter, options.context_path)
     app = web.Application(
         middlewares=[
-            routing_middleware(roots, gate),
-            auth_middleware(gate),
-            rate_limit_middleware(gate),
-            fault_middleware(gate),
+            routing_middleware(roots),
+            *gate_middlewares(gate),
             latency_middleware(latency.draw),
             error_middleware,
         ],

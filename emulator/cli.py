@@ -7,7 +7,10 @@ import asyncio
 import logging
 import signal
 import sys
+import warnings
 from pathlib import Path
+
+from aiohttp import web
 
 from emulator.config import (
     FLAVOURS,
@@ -241,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     except OptionError as error:
         sys.stderr.write(f"confluence-emulator: error: {error}\n")
         return 2
+    # The gate and the routing middleware share per-request values under the string keys
+    # of their interface (``flavour``, ``api_path``, ``user_id``), which aiohttp reports
+    # with NotAppKeyWarning on every request.
+    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_serve(options))

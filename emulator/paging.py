@@ -277,7 +277,7 @@ def offset_links(
 
 @dataclass(frozen=True)
 class SearchCursor:
-    """The position after the last row served: that row's id and its index in the order."""
+    """The last row served: its id and its index in the order when it was served."""
 
     last_id: str
     position: int
@@ -423,8 +423,9 @@ def cursor_page(
     """Select the rows after ``cursor`` in ``ordered_ids`` for one search page.
 
     The cursor names the last row served. When that row is still in the results, the page
-    starts right after it; when it no longer matches, the page starts at the position
-    stored in the cursor, so a walk neither repeats nor skips rows that stayed in place.
+    starts right after it. When it no longer matches, the row that followed it has moved up
+    into its index, so the page starts at that index; a walk then neither repeats nor
+    skips rows as long as the rows before the cursor stay in place.
     """
     if cursor is None:
         start = 0
@@ -436,5 +437,5 @@ def cursor_page(
     end = min(total, start + rows)
     if limit == 0 or end >= total:
         return CursorPage(start=start, end=end, next_cursor=None)
-    next_cursor = encode_cursor(SearchCursor(last_id=ordered_ids[end - 1], position=end))
+    next_cursor = encode_cursor(SearchCursor(last_id=ordered_ids[end - 1], position=end - 1))
     return CursorPage(start=start, end=end, next_cursor=next_cursor)

@@ -25,7 +25,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from emulator import routes_content, routes_search, routes_space
-from emulator.gate import GateState
 from emulator.model import InvalidOperation, NotFound
 from emulator.routes_common import ApiError, json_response, state_of
 from emulator.shapes import ShapeContext
@@ -104,15 +103,6 @@ def register_routes(app: web.Application, roots: list[Root]) -> None:
     app.router.add_get("/media/file/{attachment_id}/binary", routes_content.media_file)
 
 
-def _route_template(request: web.Request, root: Root) -> str:
-    resource = request.match_info.route.resource
-    canonical = resource.canonical if resource is not None else request.path
-    if canonical.startswith(root.prefix):
-        template = canonical[len(root.prefix) :]
-        return template if "{tail" not in template else "(unknown)"
-    return canonical
-
-
 def _match_root(path: str, roots: list[Root]) -> tuple[Root, str, str] | None:
     """Return the root serving ``path``, the path after ``/rest/api`` and the root's
     site path (``/wiki``, the gateway prefix plus ``/wiki``, or the DC context)."""
@@ -137,9 +127,8 @@ def _match_download(path: str, roots: list[Root]) -> Root | None:
     return None
 
 
-def routing_middleware(roots: list[Root], gate: GateState) -> Middleware:
-    """Build the middleware that tags each request with its root, path and shape context,
-    and counts responses by route template and status."""
+def routing_middleware(roots: list[Root]) -> Middleware:
+    """Build the middleware that tags each request with its root, path and shape context."""
 
     @web.middleware
     async def tag_root(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -161,20 +150,7 @@ def routing_middleware(roots: list[Root], gate: GateState) -> Middleware:
             context=root.context,
             flavour=root.flavour,
         )
-        template = _route_template(request, root)
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as error:
-            status = error.status
-            raise
-        finally:
-            if request.get("gate_dropped"):
-                gate.counters.count_request(template, "dropped")
-            else:
-                gate.counters.count_request(template, str(status))
+        return await handler(request)
 
     return tag_root
 

@@ -763,6 +763,9 @@ def content_json(
         "editui": f"/pages/resumedraft.action?draftId={cid}",
         "webui": webui_link(ctx, content),
     }
+    if search_style:
+        # Content inside `/search` hits carries no edit link.
+        del links["editui"]
     if content.type is ContentType.ATTACHMENT:
         links["download"] = download_link(ctx, content)
     if single:

@@ -1,0 +1,210 @@
+"""CQL search over HTTP: cursor-only paging with short pages, index lag, archived content,
+the ``/search`` wrapper against ``/content/search``, and the refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from emulator.app import ServerThread
+from emulator.model import Content, ContentStatus, ContentType
+
+from .conftest import Api, api_for, make_options
+
+
+def visible_pages(emulator: ServerThread, space_key: str | None = None) -> set[str]:
+    """Ids CQL should find for ``type = page``: current pages of current spaces."""
+    site = emulator.site
+    return {
+        item.id
+        for item in site.contents()
+        if item.type is ContentType.PAGE
+        and item.status is ContentStatus.CURRENT
+        and site.space(item.space_key).status == "current"  # type: ignore[union-attr]
+        and (space_key is None or item.space_key == space_key)
+    }
+
+
+def search_walk(api: Api, path: str, **params: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """Follow ``_links.next`` of a CQL search to its end; return ids and every envelope."""
+    response = api.get(path, **params)
+    ids: list[str] = []
+    bodies: list[dict[str, Any]] = []
+    while True:
+        assert response.status_code == 200, response.text[:300]
+        body = response.json()
+        bodies.append(body)
+        for result in body["results"]:
+            ids.append(result["content"]["id"] if path == "/search" else result["id"])
+        link = body["_links"].get("next")
+        if link is None:
+            return ids, bodies
+        assert len(bodies) < 500, "the search walk does not end"
+        response = api.follow(link)
+
+
+@pytest.mark.parametrize("path", ["/search", "/content/search"])
+def test_cursor_walk_every_item_once(cloud: Api, emulator: ServerThread, path: str) -> None:
+    ids, bodies = search_walk(cloud, path, cql="type = page order by created", limit=10)
+    assert len(ids) == len(set(ids))
+    assert set(ids) == visible_pages(emulator)
+    short_pages_with_next = [
+        body for body in bodies[:-1] if body["size"] < 10 and "next" in body["_links"]
+    ]
+    assert short_pages_with_next, "no short page mid-walk"
+
+
+def test_start_is_ignored(cloud: Api) -> None:
+    first = cloud.get_json("/search", cql="type = page", limit=5)
+    shifted = cloud.get_json("/search", cql="type = page", limit=5, start=50)
+    assert [r["content"]["id"] for r in shifted["results"]] == [
+        r["content"]["id"] for r in first["results"]
+    ]
+    assert shifted["start"] == 50
+
+
+def test_next_link_drops_excerpt(cloud: Api) -> None:
+    body = cloud.get_json(
+        "/search", cql="type = page", limit=3, excerpt="highlight", expand="content.version"
+    )
+    link = body["_links"]["next"]
+    assert link.startswith("/rest/api/search?next=true&cursor=")
+    query = parse_qs(urlsplit(link).query)
+    assert set(query) == {"next", "cursor", "expand", "limit", "start", "cql"}
+    assert query["cql"] == ["type = page"]
+    assert query["limit"] == ["3"]
+    assert query["start"] == ["3"]
+    assert "excerpt=highlight" in body["_links"]["self"]
+
+
+def test_total_size_is_estimate(cloud: Api, emulator: ServerThread) -> None:
+    real = len(visible_pages(emulator))
+    body = cloud.get_json("/search", cql="type = page", limit=5)
+    assert abs(body["totalSize"] - real) <= max(3, real // 20)
+    assert body["cqlQuery"] == "type = page"
+    assert isinstance(body["searchDuration"], int)
+
+
+def test_search_expansions_prefixed(cloud: Api) -> None:
+    prefixed = cloud.get_json("/search", cql="type = page", limit=1, expand="content.version")
+    assert "version" in prefixed["results"][0]["content"]
+    plain = cloud.get_json("/search", cql="type = page", limit=1, expand="version")
+    assert "version" not in plain["results"][0]["content"]
+    listed = cloud.get_json("/content/search", cql="type = page", limit=1, expand="version")
+    assert "version" in listed["results"][0]
+
+
+def _long_page(emulator: ServerThread) -> Content:
+    pages = [
+        item
+        for item in emulator.site.contents()
+        if item.type is ContentType.PAGE
+        and item.status is ContentStatus.CURRENT
+        and emulator.site.space(item.space_key).status == "current"  # type: ignore[union-attr]
+    ]
+    page = max(pages, key=lambda item: len(item.body_storage))
+    assert len(page.body_storage) > 2000
+    return page
+
+
+def test_search_hit_body_is_cut(cloud: Api, emulator: ServerThread) -> None:
+    page = _long_page(emulator)
+    hit = cloud.get_json("/search", cql=f"id = {page.id}", expand="content.body.storage")
+    hit_body = hit["results"][0]["content"]["body"]["storage"]["value"]
+    assert len(hit_body) < len(page.body_storage)
+    assert len(hit["results"][0]["excerpt"]) < len(page.body_storage)
+    listed = cloud.get_json("/content/search", cql=f"id = {page.id}", expand="body.storage")
+    assert listed["results"][0]["body"]["storage"]["value"] == page.body_storage
+    single = cloud.get_json(f"/content/{page.id}", expand="body.storage")
+    assert single["body"]["storage"]["value"] == page.body_storage
+
+
+def test_archived_space_needs_flag(cloud: Api, emulator: ServerThread) -> None:
+    archived = [space.key for space in emulator.site.spaces.values() if space.status == "archived"]
+    assert archived, "the generated site has no archived space"
+    key = archived[0]
+    hidden, _ = search_walk(cloud, "/content/search", cql=f"space = {key}", limit=50)
+    assert hidden == []
+    shown, _ = search_walk(
+        cloud,
+        "/content/search",
+        cql=f"space = {key} and type = page",
+        limit=50,
+        includeArchivedSpaces="true",
+    )
+    expected = {
+        item.id
+        for item in emulator.site.space_contents(key, ContentType.PAGE)
+        if item.status is ContentStatus.CURRENT
+    }
+    assert set(shown) == expected
+    assert expected
+
+
+def test_missing_cql(cloud: Api) -> None:
+    response = cloud.get("/search")
+    assert response.status_code == 400
+    assert response.json()["message"].endswith("cql query parameter is required")
+
+
+def test_unknown_field(cloud: Api) -> None:
+    response = cloud.get("/content/search", cql="status = current")
+    assert response.status_code == 400
+    assert "No field exists with the name: 'status'" in response.json()["message"]
+
+
+def test_bad_cursor_and_limit(cloud: Api) -> None:
+    assert cloud.get("/search", cql="type = page", cursor="garbage").status_code == 400
+    bad_limit = cloud.get("/search", cql="type = page", limit="ten")
+    assert bad_limit.status_code == 404
+    assert bad_limit.content == b""
+
+
+def test_search_lag_hides_new_content(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "cloud")
+    assert api.control("POST", "/clock", {"frozen": True}).status_code == 200
+    assert api.control("POST", "/search", {"lag_seconds": 60}).status_code == 200
+    key = next(
+        space.key for space in fresh_emulator.site.spaces.values() if space.status == "current"
+    )
+    created = api.control(
+        "POST", "/content", {"type": "page", "space": key, "title": "Fresh lag page"}
+    )
+    assert created.status_code == 201
+    page_id = created.json()["id"]
+    query = 'title = "Fresh lag page"'
+    assert api.get_json("/content/search", cql=query)["results"] == []
+    # The content routes see it at once; only the search index lags.
+    assert api.get_json(f"/content/{page_id}")["id"] == page_id
+    assert api.control("POST", "/clock", {"advance_seconds": 61}).status_code == 200
+    found = api.get_json("/content/search", cql=query)["results"]
+    assert [item["id"] for item in found] == [page_id]
+
+
+def test_archived_page_invisible(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "cloud")
+    page_id = sorted(visible_pages(fresh_emulator), key=int)[-1]
+    assert api.control("POST", f"/content/{page_id}/archive").status_code == 200
+    assert api.get_json("/content/search", cql=f"id = {page_id}")["results"] == []
+
+
+def test_datacenter_search_pages_by_start() -> None:
+    with ServerThread(make_options(dc_quirks=True)) as server:
+        dc = api_for(server, "datacenter")
+        first = dc.get_json("/search", cql="type = page", limit=10)
+        assert "next" not in first["_links"]
+        assert first["totalSize"] == len(visible_pages(server))
+        ids: list[str] = []
+        start = 0
+        while True:
+            body = dc.get_json("/search", cql="type = page", limit=10, start=start)
+            if not body["results"]:
+                break
+            ids.extend(result["content"]["id"] for result in body["results"])
+            start += len(body["results"])
+        assert len(ids) == len(set(ids))
+        assert set(ids) == visible_pages(server)
+        with_body = dc.get_json("/content/search", cql="type = page", limit=500, expand="body")
+        assert with_body["limit"] == 50

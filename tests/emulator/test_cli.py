@@ -1,0 +1,119 @@
+"""``confluence-emulator serve`` as a user runs it: bad options and a real server process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from emulator.cli import main
+
+COMMAND = [sys.executable, "-m", "emulator"]
+# `python -m emulator` must import this checkout, installed or not.
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        (["--flavour", "mainframe"], "--flavour 'mainframe'"),
+        (["--rate-limit", "-5"], "--rate-limit"),
+        (["--rate-limit", "fast"], "--rate-limit 'fast'"),
+        (["--latency", "-1"], "--latency -1"),
+        (["--site", "corpus", "--corpus", "/nonexistent/docs"], "/nonexistent/docs"),
+        (["--fault", "/content:teapot:0.5"], "teapot"),
+        (["--fault", "nonsense"], "nonsense"),
+        (["--time-zone", "Mars/Olympus"], "Mars/Olympus"),
+        (["--port", "notaport"], "notaport"),
+    ],
+)
+def test_bad_option_exits_2(
+    arguments: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        code = main(["serve", *arguments])
+        raise SystemExit(code)
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("confluence-emulator")
+    assert fragment in lines[0]
+    assert captured.out == ""
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "serve" in capsys.readouterr().out
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+    with subprocess.Popen(
+        [
+            *COMMAND,
+            "serve",
+            "--port",
+            "0",
+            "--pages",
+            "40",
+            "--control",
+            "--context-path",
+            "/confluence",
+            "--api-token",
+            "cli-token",
+            "--user-email",
+            "cli@example.com",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        lines: dict[str, str] = {}
+        try:
+            while "OAuth client" not in lines:
+                line = process.stdout.readline()
+                if not line:
+                    raise AssertionError(f"server ended early: {process.stderr.read()}")
+                label, _, value = line.strip().partition(": ")
+                lines[label] = value
+            yield process, lines
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def test_serve_prints_and_serves(served: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    process, lines = served
+    cloud = lines["Cloud site base URL"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/wiki", cloud)
+    assert lines["Data Center base URL"].endswith("/confluence")
+    assert "/ex/confluence/" in lines["OAuth gateway base URL"]
+    assert lines["Control API"].endswith("/_emulator")
+    assert "api_token=cli-token" in lines["Cloud Basic credentials"]
+    response = requests.get(
+        cloud + "/rest/api/space", auth=("cli@example.com", "cli-token"), timeout=30
+    )
+    assert response.status_code == 200
+    assert response.json()["results"]
+    refused = requests.get(cloud + "/rest/api/space", auth=("cli@example.com", "wrong"), timeout=30)
+    assert refused.status_code == 403
+    assert process.poll() is None
+
+
+def test_sigterm_stops_server(served: tuple[subprocess.Popen[str], dict[str, str]]) -> None:
+    process, _ = served
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
