@@ -310,10 +310,19 @@ def test_optional_fields_take_defaults() -> None:
 
 
 def test_reference_crc64_matches_spec_vectors() -> None:
-    # Fingerprints of primitive schemas as listed in the Avro project's schema test data.
+    # Values from the Avro project's schema test data (share/test/data/schema-tests.txt),
+    # which the other Avro implementations' tests assert too.
     assert as_signed_long(reference_crc64(b'"null"')) == 7195948357588979594
     assert as_signed_long(reference_crc64(b'"int"')) == 8247732601305521295
     assert as_signed_long(reference_crc64(b'"string"')) == -8142146995180207161
+
+
+def test_canonical_form_of_record_matches_spec() -> None:
+    schema = {"fields": [], "type": "record", "name": "foo"}
+    canonical = fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(schema))
+
+    assert canonical == '{"name":"foo","type":"record","fields":[]}'
+    assert as_signed_long(reference_crc64(canonical.encode())) == -4824392279771201922
 
 
 @pytest.mark.parametrize("record_type", list(RecordType), ids=lambda kind: kind.value)

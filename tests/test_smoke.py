@@ -21,7 +21,7 @@ from schemas.keys import content_key, job_key
 from schemas.topics import Topics
 from tests.test_codec import sample_content, sample_job
 
-# Upper bound for waiting on the broker; a healthy broker answers within a second or two.
+# Upper bound for waiting on the broker; a healthy broker responds within a second or two.
 POLL_DEADLINE_SECONDS = 60.0
 
 
