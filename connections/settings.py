@@ -33,6 +33,11 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GS
 _PASSWORD_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _MONGODB_DATABASE_FORBIDDEN = re.compile(r'[/\\. "$*<>:|?\x00]')
 _MONGODB_URI_CREDENTIALS = re.compile(r"^(mongodb(?:\+srv)?://)([^@/]*)@")
+# URI options that can carry secrets: tlsCertificateKeyFilePassword, and
+# authMechanismProperties, which may hold an AWS session token.
+_MONGODB_URI_SECRET_OPTION = re.compile(
+    r"([?&][^=&]*(?:password|token|secret|authmechanismproperties)[^=&]*=)[^&]*", re.I
+)
 
 
 class Secret:
@@ -170,13 +175,14 @@ def _mongodb_database(value: str) -> str:
 
 
 def redact_mongodb_uri(uri: str) -> str:
-    """Return ``uri`` with the password of its user info replaced by ``***``."""
+    """Return ``uri`` with its password and secret-bearing options replaced by ``***``."""
 
     def mask(match: re.Match[str]) -> str:
         user = match.group(2).partition(":")[0]
         return f"{match.group(1)}{user}:{MASK}@"
 
-    return _MONGODB_URI_CREDENTIALS.sub(mask, uri, count=1)
+    redacted = _MONGODB_URI_CREDENTIALS.sub(mask, uri, count=1)
+    return _MONGODB_URI_SECRET_OPTION.sub(rf"\g<1>{MASK}", redacted)
 
 
 @dataclass(frozen=True)

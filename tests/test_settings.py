@@ -194,6 +194,15 @@ def test_redact_mongodb_uri_forms() -> None:
         "mongodb+srv://u:***@cluster.example.com"
     )
     assert redact_mongodb_uri("mongodb://127.0.0.1:27017") == "mongodb://127.0.0.1:27017"
+    assert redact_mongodb_uri("mongodb://h/?tls=true&tlsCertificateKeyFilePassword=pw&w=1") == (
+        "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=***&w=1"
+    )
+    assert (
+        redact_mongodb_uri(
+            "mongodb://k:s@h/?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:t"
+        )
+        == "mongodb://k:***@h/?authMechanism=MONGODB-AWS&authMechanismProperties=***"
+    )
 
 
 def test_file_variant_reads_value(tmp_path: Path) -> None:
