@@ -1,8 +1,8 @@
 """Typed connection settings, read from the environment in one place.
 
 Naming rule: the field ``<group>.<field>`` is read from the variable
-``<GROUP PREFIX>_<FIELD>`` in upper case, with the group prefixes ``KAFKA``,
-``SCHEMA_REGISTRY`` and ``MONGODB``; for example ``kafka.topic_prefix`` comes from
+``<GROUP PREFIX>_<FIELD>`` in upper case. The group prefixes are ``KAFKA``,
+``SCHEMA_REGISTRY`` and ``MONGODB``, so ``kafka.topic_prefix`` comes from
 ``KAFKA_TOPIC_PREFIX``. Every variable can instead name a file with ``<NAME>_FILE``
 (for Docker and Kubernetes secrets); the file's content without its trailing newline is
 the value. An empty variable counts as unset.
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from schemas.topics import DEFAULT_PREFIX, validate_prefix
+from schemas.topics import DEFAULT_PREFIX, prefix_problem
 
 MASK: Final = "***"
 FILE_SUFFIX: Final = "_FILE"
@@ -137,10 +137,10 @@ def _bootstrap_servers(value: str) -> str:
 
 
 def _topic_prefix(value: str) -> str:
-    try:
-        return validate_prefix(value)
-    except ValueError as error:
-        raise ValueError(str(error).split(": ", 1)[-1]) from None
+    problem = prefix_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 def _http_url(value: str) -> str:

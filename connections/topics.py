@@ -160,8 +160,8 @@ def ensure_topics(
 def _wait_for_topics(admin: AdminClient, names: set[str], timeout: float) -> None:
     """Wait until the broker's metadata lists every partition of ``names`` with a leader.
 
-    Creation returns before the metadata shows the topic, and a describe or produce call
-    made in that gap fails or sees the topic as missing.
+    Creation returns before the metadata lists the topic, and a describe or produce call
+    made in that gap fails or finds the topic missing.
     """
     deadline = time.monotonic() + timeout
     pending = set(names)
@@ -198,6 +198,8 @@ def _reconcile(
     details = [
         f"{key}: {state.config.get(key)} -> {value}" for key, value in sorted(changes.items())
     ]
+
+    # Notes explain what is left as it is; details list what changes.
     notes: list[str] = []
     grow = False
     if state.partitions > partitions:
@@ -216,11 +218,13 @@ def _reconcile(
             f"(replication factor is {state.replication_factor}, not {replication_factor}; "
             f"change it with a partition reassignment)"
         )
+
     if not changes and not grow:
         return TopicAction(spec.name, "unchanged", tuple(notes))
     action = "partitions-increased" if grow and not changes else "altered"
     if dry_run:
         return TopicAction(spec.name, f"would-{action}", (*details, *notes))
+
     if changes:
         _alter_configs(admin, spec.name, changes, timeout)
     if grow:

@@ -54,18 +54,23 @@ _COMPACTED_CONFIG = {
 }
 
 
+def prefix_problem(prefix: str) -> str | None:
+    """Return why ``prefix`` cannot start a Kafka topic name, or None if it can."""
+    if not prefix or not _TOPIC_CHARS.match(prefix):
+        return "use only letters, digits, '.', '_' and '-'"
+    if len(prefix) + len(_LONGEST_SUFFIX) > _MAX_TOPIC_NAME_LENGTH:
+        return (
+            f"Kafka topic names have at most {_MAX_TOPIC_NAME_LENGTH} characters, so the "
+            f"prefix may have at most {_MAX_TOPIC_NAME_LENGTH - len(_LONGEST_SUFFIX)}"
+        )
+    return None
+
+
 def validate_prefix(prefix: str) -> str:
     """Return ``prefix`` if it can start a Kafka topic name, else raise ``ValueError``."""
-    if not prefix or not _TOPIC_CHARS.match(prefix):
-        raise ValueError(
-            f"invalid topic prefix {prefix!r}: use only letters, digits, '.', '_' and '-'"
-        )
-    if len(prefix) + len(_LONGEST_SUFFIX) > _MAX_TOPIC_NAME_LENGTH:
-        raise ValueError(
-            f"invalid topic prefix {prefix!r}: Kafka topic names have at most "
-            f"{_MAX_TOPIC_NAME_LENGTH} characters, so the prefix may have at most "
-            f"{_MAX_TOPIC_NAME_LENGTH - len(_LONGEST_SUFFIX)}"
-        )
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise ValueError(f"invalid topic prefix {prefix!r}: {problem}")
     return prefix
 
 
