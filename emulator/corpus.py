@@ -5,7 +5,7 @@ Mapping from the tree to Confluence:
 - one space per top-level directory (``library``, ``tutorial``, ...), plus one space for
   the files at the top level;
 - the page hierarchy follows Sphinx toctrees (links inside ``div.toctree-wrapper``)
-  from each space's ``index.html``; documents that no toctree reaches hang below the
+  from each space's ``index.html``. Documents that no toctree reaches hang below the
   index of their directory;
 - bodies are converted to storage format: headings, paragraphs, lists, tables, inline
   markup and definition lists are kept, ``pre`` blocks become ``code`` macros, and
@@ -232,6 +232,7 @@ class _Converter(HTMLParser):
             self.html_title = []
         void = tag in _VOID_TAGS
         classes = set(attributes.get("class", "").split())
+
         if not self.active:
             if self._is_main(tag, attributes):
                 self.active = True
@@ -241,18 +242,21 @@ class _Converter(HTMLParser):
             elif not void:
                 self.stack.append((tag, "", False))
             return
+
         skipping = self.skip_depth > 0 or tag in _SKIPPED_TAGS or bool(classes & _SKIPPED_CLASSES)
         if skipping:
             if not void:
                 self.skip_depth += 1
                 self.stack.append((tag, "", True))
             return
+
         if "id" in attributes and self.split_sections:
             self.pending_ids.append(attributes["id"])
         if self.pre_depth:
             if not void:
                 self.stack.append((tag, "", False))
             return
+
         if tag == "div":
             language = next(
                 (
@@ -269,6 +273,7 @@ class _Converter(HTMLParser):
                 closing = _TOCTREE_DIV
             self.stack.append((tag, closing, False))
             return
+
         closing = self._open(tag, attributes)
         if not void:
             self.stack.append((tag, closing, False))
@@ -541,7 +546,7 @@ def import_corpus(
 ) -> Site:
     """Import the HTML documentation tree under ``root`` and return the site.
 
-    Raises :class:`CorpusError` when ``root`` is missing, not a directory, or holds no
+    Raises :class:`CorpusError` when ``root`` is missing, not a directory, or contains no
     HTML documents.
     """
     root = Path(root)

@@ -773,7 +773,7 @@ class _Builder:
         return "".join(parts)
 
     def _links_paragraph(self, space_index: int) -> str:
-        """A paragraph with links to pages, blog posts, a dangling title and a mention."""
+        """Build a paragraph of links to pages and blog posts, some dangling, and mentions."""
         rng = self.rng
         space = self.space_plans[space_index]
         links: list[str] = []

@@ -1,6 +1,6 @@
 """The emulated Confluence site: users, spaces, content, versions, labels and a clock.
 
-One :class:`Site` instance holds the whole site of an emulator process. The server reads
+One :class:`Site` instance contains the whole site of an emulator process. The server reads
 it to answer REST calls, tests and the control API mutate it, and the seeded generator
 and the documentation importer build it. Every datetime is timezone-aware UTC.
 
@@ -140,7 +140,7 @@ class Space:
 class Content:
     """A page, blog post, comment or attachment.
 
-    ``parent_id`` is the parent page of a page, or the comment a reply comment answers;
+    ``parent_id`` is the parent page of a page, or the comment that a reply replies to;
     it is ``None`` for root pages, blog posts, top-level comments and attachments.
     ``container_id`` is the page or blog post a comment or attachment belongs to.
     ``ancestor_ids`` (root first) is kept by the :class:`Site`: the page ancestors of a
@@ -292,8 +292,8 @@ class Site:
     ) -> None:
         """Set the model clock.
 
-        - ``when``: the model time becomes ``when``; the clock stays frozen or running as
-          it was unless ``frozen`` says otherwise.
+        - ``when``: the model time becomes ``when``. The clock stays frozen or running as
+          it was unless ``frozen`` is given.
         - ``offset_seconds``: the model time becomes real time plus the offset, running
           (unless ``frozen=True``, which freezes it at that time).
         - ``frozen=True`` alone freezes the clock at the current model time;
@@ -352,7 +352,7 @@ class Site:
         return self._contents.get(content_id)
 
     def contents(self) -> Iterable[Content]:
-        """All content of every type and status, in id order."""
+        """Return all content of every type and status, in id order."""
         return self._contents.values()
 
     def __len__(self) -> int:
@@ -369,11 +369,11 @@ class Site:
         return [self._contents[i] for i in self._root_pages.get(key, [])]
 
     def children(self, content_id: str, type: ContentType) -> list[Content]:
-        """Direct children of one type, any status.
+        """Return the direct children of one type, any status.
 
         Pages: child pages in position order. Comments and attachments: those that
-        belong to a page or blog post, in id order (all comments, including replies);
-        for a comment, ``COMMENT`` lists its direct replies.
+        belong to a page or blog post, in id order, replies included. For a comment,
+        ``COMMENT`` lists its direct replies.
         """
         content = self._require(content_id)
         if type is ContentType.PAGE:
@@ -387,12 +387,11 @@ class Site:
         return []
 
     def descendants(self, content_id: str, type: ContentType) -> list[Content]:
-        """Descendants of one type, any status.
+        """Return the descendants of one type, any status.
 
         Pages: every page below, depth first in position order. Comments and
-        attachments: those that belong to this page or blog post only (not to the pages
-        below it), since comments and attachments hang off their container; for a
-        comment, every reply below it.
+        attachments: those that belong to this page or blog post only, not to the pages
+        below it. For a comment, every reply below it.
         """
         content = self._require(content_id)
         if type is ContentType.PAGE:
@@ -404,17 +403,17 @@ class Site:
         return self.children(content_id, type)
 
     def ancestors(self, content_id: str) -> list[Content]:
-        """Ancestors, root first (see :attr:`Content.ancestor_ids`)."""
+        """Return the ancestors, root first (see :attr:`Content.ancestor_ids`)."""
         content = self._require(content_id)
         return [self._contents[i] for i in content.stored_ancestor_ids]
 
     def find_page(self, space_key: str, title: str) -> Content | None:
-        """The non-trashed, non-draft page with this exact title in a space."""
+        """Return the current or archived page with this exact title in a space."""
         content_id = self._page_titles.get(space_key, {}).get(title)
         return None if content_id is None else self._contents[content_id]
 
     def find_blog_post(self, space_key: str, title: str, posting_day: date) -> Content | None:
-        """The non-trashed, non-draft blog post with this title on this posting day."""
+        """Return the current or archived blog post with this title and posting day."""
         content_id = self._blog_titles.get(space_key, {}).get((posting_day, title))
         return None if content_id is None else self._contents[content_id]
 
@@ -432,10 +431,10 @@ class Site:
     def counts(self) -> dict[str, int]:
         """Count items, as a flat dict.
 
-        Keys: ``"<type>"`` counts current content of that type (``page``, ``blogpost``,
-        ``comment``, ``attachment``); ``"<type>:<status>"`` counts each other status that
-        occurs (for example ``page:trashed``); ``"space"`` and ``"space:archived"``
-        count current and archived spaces; ``"user"`` counts users.
+        ``"<type>"`` counts current content of that type (``page``, ``blogpost``,
+        ``comment``, ``attachment``). ``"<type>:<status>"`` counts each other status that
+        occurs, for example ``page:trashed``. ``"space"`` and ``"space:archived"`` count
+        current and archived spaces, and ``"user"`` counts users.
         """
         result: dict[str, int] = {str(t): 0 for t in ContentType}
         for content in self._contents.values():
@@ -586,7 +585,7 @@ class Site:
         """Create content with version 1 and return it.
 
         ``created`` defaults to the model time and is also the time of version 1.
-        ``content_id`` defaults to the next free id; an explicit id must be numeric and
+        ``content_id`` defaults to the next free id. An explicit id must be numeric and
         greater than every existing id, which keeps creation order equal to id order.
         ``position`` inserts a page at that index among its siblings (default: last).
         ``labels`` are names (global prefix) or ``Label`` objects.
@@ -1027,8 +1026,8 @@ class Site:
         """Move content to the trash and return it.
 
         Trashing a page also trashes its descendant pages and the comments and
-        attachments of all of them; trashing a blog post trashes its comments and
-        attachments; trashing a comment trashes its replies. Items that were already
+        attachments of all of them. Trashing a blog post trashes its comments and
+        attachments, and trashing a comment trashes its replies. Items that were already
         trashed stay as they are.
         """
         content = self._require(content_id)
@@ -1128,7 +1127,7 @@ class Site:
     # ------------------------------------------------------- index upkeep
 
     def _subtree(self, content_id: str) -> list[Content]:
-        """The content, its descendant pages and replies, and everything attached to them."""
+        """Collect the content, its descendant pages and replies, and what is attached."""
         result: list[Content] = []
         stack = [content_id]
         while stack:
@@ -1231,7 +1230,7 @@ class Site:
 
     @staticmethod
     def _holds_title(content: Content, as_status: ContentStatus | None = None) -> bool:
-        """Whether the content takes part in title uniqueness (current or archived)."""
+        """Tell whether the content takes part in title uniqueness (current or archived)."""
         status = content.status if as_status is None else as_status
         return content.type in (ContentType.PAGE, ContentType.BLOGPOST) and status in (
             ContentStatus.CURRENT,
@@ -1300,12 +1299,12 @@ class Site:
         return account_id
 
     def iter_versions(self, content_id: str) -> Iterator[Version]:
-        """Versions of content, newest first (the order of the version list endpoint)."""
+        """Return the versions of content, newest first, as the version list endpoint does."""
         return reversed(self._require(content_id).versions)
 
 
 def _insert_in_id_order(index: dict[str, Content], content: Content) -> None:
-    """Add to a dict kept in id order; appending is O(1), an out-of-order id re-sorts."""
+    """Add to a dict kept in id order. Appending costs O(1) and an out-of-order id re-sorts."""
     if not index or int(next(reversed(index))) < int(content.id):
         index[content.id] = content
         return
