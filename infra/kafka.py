@@ -191,8 +191,15 @@ def render_server_properties(settings: KafkaSettings) -> str:
 
 
 def new_cluster_id() -> str:
-    """Return a random cluster id in Kafka's format: base64url of 16 bytes, no padding."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode("ascii")
+    """Return a random cluster id in Kafka's format: base64url of 16 bytes, no padding.
+
+    Like Kafka's own `Uuid.randomUuid`, it never starts with "-", which command-line
+    parsers such as the storage tool's would read as an option.
+    """
+    while True:
+        value = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode("ascii")
+        if not value.startswith("-"):
+            return value
 
 
 def parse_java_version(output: str) -> int | None:
@@ -325,10 +332,9 @@ def format_storage(settings: KafkaSettings, java: str) -> None:
         str(settings.lib_dir / "*"),
         "kafka.tools.StorageTool",
         "format",
-        "-t",
-        cluster_id(settings),
-        "-c",
-        str(settings.server_properties),
+        # The "=" form keeps an id that starts with "-" from being read as an option.
+        f"--cluster-id={cluster_id(settings)}",
+        f"--config={settings.server_properties}",
         "--ignore-formatted",
     ]
     offset = log_size(settings.format_log)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -141,6 +142,14 @@ def test_cluster_id_format() -> None:
     assert len(first) == 22
     assert len(base64.urlsafe_b64decode(first + "==")) == 16
     assert first != second
+
+
+def test_cluster_id_never_starts_with_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0xf8 encodes to "-" as the first base64url character, so the first draw is rejected.
+    draws = iter([b"\xf8" + bytes(15), bytes(16)])
+    monkeypatch.setattr(secrets, "token_bytes", lambda size: next(draws))
+
+    assert kafka.new_cluster_id() == "A" * 22
 
 
 def test_server_properties_settings(tmp_path: Path) -> None:
