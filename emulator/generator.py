@@ -18,7 +18,9 @@ What a generated site contains, for crawler tests to rely on:
   :data:`DANGLING_TITLE_PREFIX`), user mentions, and unicode text;
 - titles with accents, CJK, emoji, right-to-left script, and characters that need
   escaping in CQL and HTML (quotes, ampersands, backslashes, angle brackets);
-- a small fraction of large pages (hundreds of KB).
+- a small fraction of large pages (hundreds of KB);
+- pages whose child lists span several result pages (:data:`CROWDED_PAGES`): 230
+  attachments, 60 comments, 205 labels.
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ SPECIAL_TITLES = (
     "Paths like C:\\temp\\new",
     "50% <faster> builds",
     "Quote \"inside\" & 'single'",
+)
+# Title, attachments, comments and labels of pages with long child lists.
+CROWDED_PAGES = (
+    ("Attachment gallery", 230, 0, 0),
+    ("Busy discussion", 0, 60, 0),
+    ("Label catalogue", 0, 0, 205),
 )
 UNICODE_TITLES = (
     "Café résumé naïve",
@@ -149,6 +157,10 @@ class _PagePlan:
     space_index: int
     title: str
     parent: int | None  # index into the plan list, or None for a root page
+    # Minimum numbers of attachments, comments and labels (pages that overflow pages).
+    attachments: int = 0
+    comments: int = 0
+    labels: int = 0
     status: ContentStatus = ContentStatus.CURRENT
     children: int = 0
     large: bool = False
@@ -454,6 +466,24 @@ class _Builder:
                 first.pages.append(len(plans))
                 plans.append(_PagePlan(0, title, first.homepage))
             remaining -= len(SPECIAL_TITLES)
+        # Pages whose attachments, comments or labels span several result pages: past
+        # the default limits (25 comments, 50 attachments in common clients, 200 labels)
+        # and past 200 attachments, where Data Center over-counts.
+        if remaining >= len(CROWDED_PAGES) + 10:
+            for title, attachments, comments, labels in CROWDED_PAGES:
+                plans[first.homepage].children += 1
+                first.pages.append(len(plans))
+                plans.append(
+                    _PagePlan(
+                        0,
+                        self._unique_title(first, title),
+                        first.homepage,
+                        attachments=attachments,
+                        comments=comments,
+                        labels=labels,
+                    )
+                )
+            remaining -= len(CROWDED_PAGES)
         personal_share = 0.03 if self.personal_space_count else 0.0
         for _ in range(remaining):
             if rng.random() < personal_share:
@@ -572,6 +602,7 @@ class _Builder:
             plan.content_id = self._allocate_id()
             parent_id = self.page_plans[plan.parent].content_id if plan.parent is not None else None
             labels = [rng.choice(_LABELS) for _ in range(rng.choice((0, 0, 1, 1, 2, 3)))]
+            labels += [f"catalogue-{number:03d}" for number in range(plan.labels)]
             content = site.create_content(
                 type=ContentType.PAGE,
                 space_key=space.key,
@@ -594,8 +625,8 @@ class _Builder:
             if rng.random() < 0.02:
                 self._restrict(content.id)
             if plan.status is not ContentStatus.DRAFT:
-                self._add_comments(content.id, space.key, plan.title, created)
-                self._add_attachments(content.id, space.key, created)
+                self._add_comments(content.id, space.key, plan.title, created, plan.comments)
+                self._add_attachments(content.id, space.key, created, plan.attachments)
 
     def _version_count(self) -> int:
         roll = self.rng.random()
@@ -632,12 +663,13 @@ class _Builder:
         self.site.set_read_restrictions(content_id, users=list(dict.fromkeys(users)), groups=groups)
 
     def _add_comments(
-        self, container_id: str, space_key: str, title: str, created: datetime
+        self, container_id: str, space_key: str, title: str, created: datetime, minimum: int = 0
     ) -> None:
         rng = self.rng
         count = 0
         while rng.random() < self.comment_ratio / (1 + self.comment_ratio) and count < 20:
             count += 1
+        count = max(count, minimum)
         previous: str | None = None
         for index in range(count):
             inline = rng.random() < 0.2
@@ -663,11 +695,14 @@ class _Builder:
             )
             previous = None if inline else comment.id
 
-    def _add_attachments(self, container_id: str, space_key: str, created: datetime) -> None:
+    def _add_attachments(
+        self, container_id: str, space_key: str, created: datetime, minimum: int = 0
+    ) -> None:
         rng = self.rng
         count = 0
         while rng.random() < self.attachment_ratio / (1 + self.attachment_ratio) and count < 60:
             count += 1
+        count = max(count, minimum)
         for index in range(count):
             extension, media_type = rng.choice(_ATTACHMENT_KINDS)
             stem = rng.choice(("diagram", "report", "screenshot", "export", "notes", "résumé"))

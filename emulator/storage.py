@@ -31,7 +31,9 @@ def extract_text(body: str) -> str:
         pieces.append(match.group(1))
         position = match.end()
     pieces.append(html.unescape(_TAG.sub(" ", body[position:])))
-    return _SPACE.sub(" ", " ".join(pieces)).strip()
+    # Joined without separators: tags already became spaces, and a CDATA section split
+    # around "]]>" must read as one text.
+    return _SPACE.sub(" ", "".join(pieces)).strip()
 
 
 @dataclass(frozen=True, slots=True)

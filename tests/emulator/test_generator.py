@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 
+from emulator import storage
 from emulator.generator import BASE_TIME, DANGLING_TITLE_PREFIX, generate_site
 from emulator.model import Content, ContentStatus, ContentType, Site
-from emulator.storage import find_links, parse_posting_day
+from emulator.storage import Link, find_links, parse_posting_day
 
 CLOUD_ACCOUNT_ID = re.compile(r"^([0-9a-f]{24}|557058:[0-9a-f-]{36})$")
 
@@ -309,3 +310,54 @@ def test_blog_posting_days(site: Site) -> None:
     for blog in of_type(site, ContentType.BLOGPOST):
         assert blog.posting_day == blog.created.date()
         assert blog.parent_id is None
+
+
+def test_crowded_pages(site: Site) -> None:
+    gallery = site.find_page("ENG", "Attachment gallery")
+    discussion = site.find_page("ENG", "Busy discussion")
+    catalogue = site.find_page("ENG", "Label catalogue")
+    assert gallery is not None and discussion is not None and catalogue is not None
+    assert len(site.children(gallery.id, ContentType.ATTACHMENT)) >= 230
+    assert len(site.children(discussion.id, ContentType.COMMENT)) >= 60
+    assert len(catalogue.labels) >= 205
+
+
+# ----------------------------------------------------------------- storage helpers
+
+
+def test_links_round_trip_escaping() -> None:
+    title = 'Q&A: "Release" <notes>'
+    body = storage.paragraph(
+        storage.page_link("ENG", title, title)
+        + storage.page_link(None, "Same space")
+        + storage.blog_post_link("OPS", "Weekly & more", date(2024, 2, 9))
+        + storage.user_mention("557058:abc")
+        + storage.attachment_link("résumé.pdf")
+    )
+    assert find_links(body) == [
+        Link("page", space_key="ENG", title=title),
+        Link("page", space_key=None, title="Same space"),
+        Link("blogpost", space_key="OPS", title="Weekly & more", posting_day="2024/02/09"),
+        Link("user", account_id="557058:abc"),
+        Link("attachment", filename="résumé.pdf"),
+    ]
+    assert parse_posting_day("2024/02/09") == date(2024, 2, 9)
+
+
+def test_extract_text_keeps_code() -> None:
+    body = (
+        storage.heading(2, "Fish & chips")
+        + storage.table(["a<b"], [["1"]])
+        + storage.code_macro("if a < b: print(']]>')", language="python")
+        + storage.panel_macro(storage.text_paragraph("Note this"), kind="warning")
+    )
+    assert (
+        storage.extract_text(body) == "Fish & chips a<b 1 python if a < b: print(']]>') Note this"
+    )
+
+
+def test_builders_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match="heading level 7"):
+        storage.heading(7, "x")
+    with pytest.raises(ValueError, match="unknown panel macro 'danger'"):
+        storage.panel_macro("", kind="danger")
