@@ -358,6 +358,10 @@ class Site:
     def __len__(self) -> int:
         return len(self._contents)
 
+    def __bool__(self) -> bool:
+        # A site without content is still a site; without this, len() would make it falsy.
+        return True
+
     def space_contents(self, key: str, type: ContentType | None = None) -> list[Content]:
         """Content of a space, any status, in id order; all types when ``type`` is None."""
         if type is None:
