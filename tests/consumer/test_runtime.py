@@ -1,0 +1,275 @@
+"""Tests of the consume loop against the real Kafka broker, with in-memory handlers."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, WriteConcernError
+
+from consumer.errors import PoisonRecordError, TransientError, is_transient
+from consumer.runtime import (
+    HEADER_ERROR_CLASS,
+    HEADER_SOURCE_OFFSET,
+    ConsumedRecord,
+    ConsumerOptions,
+    backoff_delay,
+    topic_record_types,
+)
+from schemas.catalogue import RecordType
+from tests.consumer.conftest import (
+    ConsumerEnv,
+    ConsumerThread,
+    RecordingHandler,
+    RecordPublisher,
+    committed_offsets,
+    read_topic,
+    sample_content,
+    wait_until,
+)
+
+
+def options(env: ConsumerEnv, name: str = "test-runtime", **changes: Any) -> ConsumerOptions:
+    values: dict[str, Any] = {
+        "name": name,
+        "group_id": env.group(name),
+        "topics": [env.topics.content],
+        "batch_size": 10,
+        "batch_timeout_s": 0.2,
+        "log_interval_s": 1.0,
+        "initial_backoff_s": 0.05,
+        "max_backoff_s": 0.2,
+    }
+    values.update(changes)
+    return ConsumerOptions(**values)
+
+
+def publish_pages(env: ConsumerEnv, count: int, first_id: int = 1) -> RecordPublisher:
+    publisher = RecordPublisher(env)
+    for number in range(first_id, first_id + count):
+        record = sample_content(source_id=env.source_id, id=str(number), title=f"Page {number}")
+        publisher.publish(RecordType.CONTENT, record)
+    publisher.flush()
+    return publisher
+
+
+# Pure functions
+
+
+def test_backoff_doubles_until_cap() -> None:
+    delays = [backoff_delay(attempt, 0.5, 4.0) for attempt in range(1, 8)]
+
+    assert 0.4 <= delays[0] <= 0.5
+    assert 0.8 <= delays[1] <= 1.0
+    assert 1.6 <= delays[2] <= 2.0
+    for delay in delays[3:]:
+        assert 3.2 <= delay <= 4.0
+
+
+def test_backoff_huge_attempt_stays_capped() -> None:
+    assert backoff_delay(10_000, 0.5, 30.0) <= 30.0
+
+
+def test_topic_record_types_maps_prefix() -> None:
+    mapping = topic_record_types(["p.content", "p.job-history"], "p")
+
+    assert mapping == {"p.content": RecordType.CONTENT, "p.job-history": RecordType.JOB}
+
+
+def test_topic_record_types_rejects_foreign_topic() -> None:
+    with pytest.raises(ValueError, match=r"other\.content"):
+        topic_record_types(["other.content"], "p")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"topics": []}, {"batch_size": 0}, {"batch_timeout_s": 0}, {"metrics_port": 70000}],
+)
+def test_options_reject_invalid_values(changes: dict[str, Any]) -> None:
+    values: dict[str, Any] = {"name": "n", "group_id": "g", "topics": ["p.content"]}
+    values.update(changes)
+    with pytest.raises(ValueError, match="invalid options of consumer 'n'"):
+        ConsumerOptions(**values)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (TransientError("down"), True),
+        (AutoReconnect("connection reset"), True),
+        (WriteConcernError("waiting for replication timed out", 64, {}), True),
+        (BulkWriteError({"writeErrors": [], "writeConcernErrors": [{"code": 64}]}), True),
+        (BulkWriteError({"writeErrors": [{"code": 11000}], "writeConcernErrors": []}), False),
+        (BulkWriteError({"writeErrors": [{"code": 189}]}), True),
+        (OperationFailure("not primary", code=10107), True),
+        (OperationFailure("bad update", code=9), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_is_transient_classifies(error: BaseException, expected: bool) -> None:
+    assert is_transient(error) is expected
+
+
+# The loop against the broker
+
+
+def test_records_reach_handler_decoded(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env()
+    publish_pages(env, 25)
+    handler = RecordingHandler()
+    consumer = ConsumerThread(options(env), handler, env.settings).start()
+
+    wait_until(lambda: handler.count() >= 25, "25 records at the handler")
+    status = consumer.stop()
+
+    assert status == 0
+    ids = sorted(int(record.value["id"]) for record in handler.records)
+    assert ids == list(range(1, 26))
+    first: ConsumedRecord = handler.records[0]
+    assert first.record_type is RecordType.CONTENT
+    assert first.topic == env.topics.content
+    assert first.key == f"{env.source_id}:content:{first.value['id']}"
+    assert first.timestamp_ms > 0
+    assert handler.batches >= 3
+
+
+def test_stop_commits_offsets(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env()
+    publisher = publish_pages(env, 12)
+    ends: dict[int, int] = {}
+    for message in publisher.delivered:
+        partition, offset = message.partition(), message.offset()
+        assert partition is not None
+        assert offset is not None
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    handler = RecordingHandler()
+    run_options = options(env)
+    consumer = ConsumerThread(run_options, handler, env.settings).start()
+
+    wait_until(lambda: handler.count() >= 12, "12 records at the handler")
+    consumer.stop()
+
+    committed = committed_offsets(env, run_options.group_id, env.topics.content)
+    for partition, end in ends.items():
+        assert committed[partition] == end
+    assert handler.revokes >= 1
+
+
+def test_restart_resumes_after_commit(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env()
+    publish_pages(env, 8)
+    first = RecordingHandler()
+    run_options = options(env)
+    consumer = ConsumerThread(run_options, first, env.settings).start()
+    wait_until(lambda: first.count() >= 8, "8 records at the first handler")
+    consumer.stop()
+
+    publish_pages(env, 5, first_id=100)
+    second = RecordingHandler()
+    consumer = ConsumerThread(run_options, second, env.settings).start()
+    wait_until(lambda: second.count() >= 5, "5 new records at the second handler")
+    consumer.stop()
+
+    assert sorted(int(record.value["id"]) for record in second.records) == list(range(100, 105))
+
+
+def test_transient_error_retries_same_batch(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env()
+    publish_pages(env, 6)
+    failures = {"left": 3}
+
+    def fail_three_times(batch: Sequence[ConsumedRecord]) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise AutoReconnect("connection refused")
+
+    handler = RecordingHandler(fail=fail_three_times)
+    consumer = ConsumerThread(options(env), handler, env.settings).start()
+
+    wait_until(lambda: handler.count() >= 6, "6 records after the retries")
+    consumer.stop()
+
+    assert failures["left"] == 0
+    assert consumer.runtime.metrics.snapshot().retries == 3
+    assert sorted(int(record.value["id"]) for record in handler.records) == list(range(1, 7))
+
+
+def test_handler_poison_goes_to_dead_letters(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env(partitions=1)
+    publish_pages(env, 5)
+
+    def reject_page_three(batch: Sequence[ConsumedRecord]) -> None:
+        for record in batch:
+            if record.value["id"] == "3":
+                raise PoisonRecordError(record, "page 3 has a body the handler cannot store")
+
+    handler = RecordingHandler(fail=reject_page_three)
+    consumer = ConsumerThread(options(env), handler, env.settings).start()
+
+    wait_until(lambda: handler.count() >= 4, "the 4 other records")
+    consumer.stop()
+
+    assert sorted(record.value["id"] for record in handler.records) == ["1", "2", "4", "5"]
+    (dead,) = read_topic(env, env.topics.dead_letter_for(env.topics.content), 1)
+    headers = dict(dead.headers() or [])
+    assert headers[HEADER_ERROR_CLASS] == b"PoisonRecordError"
+    assert headers[HEADER_SOURCE_OFFSET] == b"2"
+    assert dead.key() == f"{env.source_id}:content:3".encode()
+
+
+def test_unexpected_error_exits_one(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env()
+    publish_pages(env, 3)
+
+    def crash(batch: Sequence[ConsumedRecord]) -> None:
+        raise RuntimeError("bug in the handler")
+
+    run_options = options(env)
+    consumer = ConsumerThread(run_options, RecordingHandler(fail=crash), env.settings).start()
+
+    assert consumer.join() == 1
+    committed = committed_offsets(env, run_options.group_id, env.topics.content)
+    assert all(offset < 0 for offset in committed.values())
+
+
+def test_tombstones_skipped_unless_requested(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env(partitions=1)
+    publisher = RecordPublisher(env)
+    publisher.publish_raw(env.topics.content, f"{env.source_id}:content:9", None)
+    publisher.flush()
+    publish_pages(env, 1)
+
+    skipping = RecordingHandler()
+    consumer = ConsumerThread(options(env, "skipper"), skipping, env.settings).start()
+    wait_until(lambda: skipping.count() >= 1, "the page after the tombstone")
+    consumer.stop()
+    delivering = RecordingHandler()
+    consumer = ConsumerThread(
+        options(env, "deliverer", deliver_tombstones=True), delivering, env.settings
+    ).start()
+    wait_until(lambda: delivering.count() >= 2, "the tombstone and the page")
+    consumer.stop()
+
+    assert [record.tombstone for record in skipping.records] == [False]
+    assert [record.tombstone for record in delivering.records] == [True, False]
+    assert delivering.records[0].value == {}
+
+
+def test_metrics_endpoint_serves_counters(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env()
+    publish_pages(env, 4)
+    handler = RecordingHandler()
+    consumer = ConsumerThread(options(env, metrics_port=0), handler, env.settings).start()
+    runtime = consumer.runtime
+
+    wait_until(lambda: handler.count() >= 4 and runtime.metrics_port is not None, "4 records")
+    url = f"http://127.0.0.1:{runtime.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = response.read().decode()
+    consumer.stop()
+
+    assert 'confluence_consumer_records_consumed_total{consumer="test-runtime"} 4.0' in body
+    assert 'confluence_consumer_records_written_total{consumer="test-runtime"} 4.0' in body
+    assert runtime.metrics.snapshot().consumed == 4
