@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,6 +86,32 @@ def test_other_seed_other_site() -> None:
     first_bodies = [c.body_storage for c in first.contents()]
     second_bodies = [c.body_storage for c in second.contents()]
     assert first_bodies != second_bodies
+
+
+def test_same_seed_across_hash_seeds() -> None:
+    # String hashing differs per process, so set iteration order must not leak in.
+    script = (
+        "import hashlib\n"
+        "from emulator.generator import generate_site\n"
+        "from tests.emulator.test_generator import fingerprint\n"
+        "site = generate_site(9, 300)\n"
+        "print(hashlib.sha256(repr(fingerprint(site)).encode()).hexdigest())\n"
+    )
+    digests = []
+    for hash_seed in ("1", "2"):
+        environment = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+            env=environment,
+            timeout=120,
+        )
+        digests.append(result.stdout.strip())
+    assert digests[0] == digests[1]
+    assert len(digests[0]) == 64
 
 
 def test_model_clock_runs_after_generation() -> None:

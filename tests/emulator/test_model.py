@@ -650,3 +650,9 @@ def test_counts(site: Site) -> None:
     assert counts["space"] == 1
     assert counts["space:archived"] == 1
     assert counts["user"] == 1
+
+
+def test_empty_site_is_truthy() -> None:
+    site = Site()
+    assert len(site) == 0
+    assert site
