@@ -209,15 +209,16 @@ async def _serve(options: ServerOptions) -> None:
     from emulator.app import create_app, start_site
     from emulator.routes_common import CREDENTIALS_KEY
 
+    # Handlers go in first: a caller may signal as soon as it has read the banner.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     app = create_app(options)
     runner, port = await start_site(app, options.host, options.port)
     # A local test server prints its credentials on purpose: clients need them.
     for line in _banner(options, port, app[CREDENTIALS_KEY]):
         print(line, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:

@@ -413,7 +413,7 @@ class CursorPage:
 
 def cursor_page(
     ordered_ids: Sequence[str],
-    index_of: Mapping[str, int],
+    index_of: Mapping[str, int] | None,
     cursor: SearchCursor | None,
     limit: int,
     *,
@@ -425,17 +425,33 @@ def cursor_page(
     The cursor names the last row served. When that row is still in the results, the page
     starts right after it. When it no longer matches, the row that followed it has moved up
     into its index, so the page starts at that index; a walk then neither repeats nor
-    skips rows as long as the rows before the cursor stay in place.
+    skips rows as long as the rows before the cursor stay in place. ``index_of`` maps ids
+    to positions; without it a row that moved is looked up by a scan.
     """
+    total = len(ordered_ids)
     if cursor is None:
         start = 0
     else:
-        found = index_of.get(cursor.last_id)
-        start = found + 1 if found is not None else min(cursor.position, len(ordered_ids))
-    total = len(ordered_ids)
+        found = _find_row(ordered_ids, index_of, cursor)
+        start = found + 1 if found is not None else min(cursor.position, total)
     rows = short_page_rows(limit, short_page_rate, seed=(seed, start))
     end = min(total, start + rows)
     if limit == 0 or end >= total:
         return CursorPage(start=start, end=end, next_cursor=None)
     next_cursor = encode_cursor(SearchCursor(last_id=ordered_ids[end - 1], position=end - 1))
     return CursorPage(start=start, end=end, next_cursor=next_cursor)
+
+
+def _find_row(
+    ordered_ids: Sequence[str], index_of: Mapping[str, int] | None, cursor: SearchCursor
+) -> int | None:
+    position = cursor.position
+    # Fast path: nothing moved since the cursor was issued.
+    if position < len(ordered_ids) and ordered_ids[position] == cursor.last_id:
+        return position
+    if index_of is not None:
+        return index_of.get(cursor.last_id)
+    try:
+        return list(ordered_ids).index(cursor.last_id)
+    except ValueError:
+        return None

@@ -326,6 +326,13 @@ async def list_children_of_type(request: web.Request) -> web.Response:
     if child_type is ContentType.COMMENT:
         keep = _comment_filter(request)
         items = [item for item in items if keep(item)]
+        # NOTE: Cloud documents `depth` on this route as unused; here `root` keeps the
+        # comments that are not replies, and `all` (the default) keeps every comment.
+        depth = request.query.get("depth", "all")
+        if depth not in ("all", "root", ""):
+            raise bad_request(f"Invalid depth '{depth}': use all or root", request)
+        if depth == "root":
+            items = [item for item in items if item.parent_id is None]
         policy = POLICIES["child-comment"]
     elif child_type is ContentType.ATTACHMENT:
         keep = _attachment_filter(request)

@@ -12,6 +12,7 @@ sends no next link at all.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from emulator.shapes import (
     search_result_json,
 )
 
+_TIME_FUNCTION = re.compile(r"\b(?:now|startOf\w*|endOf\w*)\s*\(", re.IGNORECASE)
 _CONTENT_TYPES = {content_type.value: content_type for content_type in ContentType}
 
 
@@ -59,6 +61,7 @@ class MatchList:
 
     ids: list[str]
     newest_change: float
+    index_of: dict[str, int]
 
 
 def _search_time_zone(request: web.Request, state: EmulatorState) -> str:
@@ -102,7 +105,9 @@ def _match(site: Site, query: cql.Query, include_archived: bool) -> MatchList:
     matched = [item for item in _candidates(site, query) if query.matches(item, status_reader)]
     ordered = query.sort(matched)
     newest = max((item.changed_at for item in ordered), default=0.0)
-    return MatchList(ids=[item.id for item in ordered], newest_change=newest)
+    ids = [item.id for item in ordered]
+    index_of = {content_id: position for position, content_id in enumerate(ids)}
+    return MatchList(ids=ids, newest_change=newest, index_of=index_of)
 
 
 def _visible_ids(state: EmulatorState, matches: MatchList) -> list[str]:
@@ -170,7 +175,10 @@ def _run_search(
     except cql.CqlError as error:
         raise _cql_error(error, flavour) from None
 
-    key = ("search", query_text, time_zone, include_archived, user_id, int(now.timestamp()))
+    # Results of a query with date functions move with the clock, so they are cached for
+    # a few seconds only; other queries stay cached until the site changes.
+    moment = int(now.timestamp()) // 5 if _TIME_FUNCTION.search(query_text) else None
+    key = ("search", query_text, time_zone, include_archived, user_id, moment)
     matches: MatchList = state.searches.get(
         site, key, lambda: _match(site, query, include_archived)
     )
@@ -192,10 +200,9 @@ def _run_search(
             cursor = decode_cursor(cursor_token)
         except PagingError as error:
             raise ApiError(error.status, error.body) from None
-    index_of = {content_id: position for position, content_id in enumerate(visible)}
     page: CursorPage = cursor_page(
         visible,
-        index_of,
+        matches.index_of if visible is matches.ids else None,
         cursor,
         limit,
         short_page_rate=state.short_page_rate,

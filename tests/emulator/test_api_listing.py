@@ -277,3 +277,31 @@ def test_dc_quirks_overcount_next() -> None:
         # The Cloud root of the same server is not affected.
         cloud = api_for(server, "cloud")
         assert cloud.get_json("/content", spaceKey=key, type="page", limit=25)["size"] == 25
+
+
+def test_comment_location_and_depth(cloud: Api, emulator: ServerThread) -> None:
+    site = emulator.site
+    comments = [
+        item
+        for item in site.contents()
+        if item.type is ContentType.COMMENT and item.status is ContentStatus.CURRENT
+    ]
+    container_id = next(
+        item.container_id
+        for item in comments
+        if item.parent_id is not None
+        and site.content(item.container_id or "").status is ContentStatus.CURRENT  # type: ignore[union-attr]
+    )
+    assert container_id is not None
+    on_page = [item for item in comments if item.container_id == container_id]
+    every = ids_of(walk(cloud, f"/content/{container_id}/child/comment", depth="all"))
+    assert every == [item.id for item in on_page]
+    top = ids_of(walk(cloud, f"/content/{container_id}/child/comment", depth="root"))
+    assert top == [item.id for item in on_page if item.parent_id is None]
+    assert len(top) < len(every)
+    for location in ("inline", "footer"):
+        listed = list(walk(cloud, f"/content/{container_id}/child/comment", location=location))
+        assert ids_of(listed) == [
+            item.id for item in on_page if (item.comment_location or "footer") == location
+        ]
+        assert all(entry["extensions"]["location"] == location for entry in listed)

@@ -3,8 +3,10 @@ the ``/search`` wrapper against ``/content/search``, and the refusals."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -208,3 +210,33 @@ def test_datacenter_search_pages_by_start() -> None:
         assert set(ids) == visible_pages(server)
         with_body = dc.get_json("/content/search", cql="type = page", limit=500, expand="body")
         assert with_body["limit"] == 50
+
+
+def test_date_literals_in_user_zone(cloud: Api, emulator: ServerThread) -> None:
+    user = emulator.site.user(emulator.site.current_user_id)
+    assert user is not None
+    zone = ZoneInfo(user.time_zone)
+    page_id = sorted(visible_pages(emulator), key=int)[0]
+    page = emulator.site.content(page_id)
+    assert page is not None
+    floor = page.last_modified.replace(second=0, microsecond=0)
+    offset = floor.astimezone(zone).utcoffset()
+    assert offset is not None
+    assert offset != timedelta(0), "the API user's zone must differ from UTC"
+    # East of UTC a wall-clock text read in the zone is earlier than read as UTC, so
+    # compare with `<` against the next minute; west of UTC compare with `>=`.
+    if offset > timedelta(0):
+        bound, operator = floor + timedelta(minutes=1), "<"
+    else:
+        bound, operator = floor, ">="
+    local_text = bound.astimezone(zone).strftime("%Y/%m/%d %H:%M")
+    utc_text = bound.strftime("%Y/%m/%d %H:%M")
+    local = cloud.get_json(
+        "/content/search", cql=f'id = {page_id} and lastmodified {operator} "{local_text}"'
+    )
+    assert [item["id"] for item in local["results"]] == [page_id]
+    # Read in the user's zone, the UTC wall-clock text lies on the other side of the change.
+    as_utc = cloud.get_json(
+        "/content/search", cql=f'id = {page_id} and lastmodified {operator} "{utc_text}"'
+    )
+    assert as_utc["results"] == []

@@ -236,3 +236,14 @@ def test_total_estimate_near_real() -> None:
     assert all(280 <= estimate <= 300 for estimate in estimates)
     assert len(estimates) > 1
     assert estimate_total(0, seed=1) == 0
+
+
+def test_cursor_without_index_scans() -> None:
+    ids = [str(index) for index in range(10)]
+    first = cursor_page(ids, None, None, 3, short_page_rate=0, seed=2)
+    assert first.next_cursor is not None
+    shifted = ["extra", *ids]
+    second = cursor_page(
+        shifted, None, decode_cursor(first.next_cursor), 3, short_page_rate=0, seed=2
+    )
+    assert shifted[second.start : second.end] == ["3", "4", "5"]
