@@ -168,6 +168,13 @@ class _PagePlan:
 
 
 @dataclass(slots=True)
+class _CommentPlan:
+    inline: bool
+    reply: bool  # a footer comment that replies to the previous footer comment
+    marker: str | None  # inline comments: the ac:ref of their marker in the page body
+
+
+@dataclass(slots=True)
 class _BlogPlan:
     space_index: int
     title: str
@@ -595,7 +602,10 @@ class _Builder:
             created = self._time_of(sequence)
             author = rng.choice(self.account_ids)
             versions = self._version_count()
-            body = self._page_body(plan)
+            comments = (
+                [] if plan.status is ContentStatus.DRAFT else self._plan_comments(plan.comments)
+            )
+            body = self._page_body(plan) + self._markers_paragraph(comments)
             # Earlier versions share stub bodies from a pool, which keeps the history of
             # 100,000 pages affordable in memory.
             first_body = body if versions == 1 else rng.choice(self.fragments.stubs)
@@ -625,7 +635,7 @@ class _Builder:
             if rng.random() < 0.02:
                 self._restrict(content.id)
             if plan.status is not ContentStatus.DRAFT:
-                self._add_comments(content.id, space.key, plan.title, created, plan.comments)
+                self._add_comments(content.id, space.key, plan.title, created, comments)
                 self._add_attachments(content.id, space.key, created, plan.attachments)
 
     def _version_count(self) -> int:
@@ -662,18 +672,39 @@ class _Builder:
         groups = [rng.choice(_GROUPS)] if rng.random() < 0.5 else []
         self.site.set_read_restrictions(content_id, users=list(dict.fromkeys(users)), groups=groups)
 
-    def _add_comments(
-        self, container_id: str, space_key: str, title: str, created: datetime, minimum: int = 0
-    ) -> None:
+    def _plan_comments(self, minimum: int = 0) -> list[_CommentPlan]:
         rng = self.rng
         count = 0
         while rng.random() < self.comment_ratio / (1 + self.comment_ratio) and count < 20:
             count += 1
-        count = max(count, minimum)
-        previous: str | None = None
-        for index in range(count):
+        plans: list[_CommentPlan] = []
+        for _ in range(max(count, minimum)):
             inline = rng.random() < 0.2
-            reply_to = previous if previous is not None and rng.random() < 0.25 else None
+            reply = rng.random() < 0.25
+            plans.append(_CommentPlan(inline, reply, str(_uuid(rng)) if inline else None))
+        return plans
+
+    def _markers_paragraph(self, comments: list[_CommentPlan]) -> str:
+        """Build the text that inline comments are anchored to, one marker per comment."""
+        markers = [
+            storage.inline_comment_marker(plan.marker, storage.escape(self.rng.choice(_WORDS)))
+            for plan in comments
+            if plan.marker is not None
+        ]
+        return storage.paragraph("Highlighted: " + " ".join(markers)) if markers else ""
+
+    def _add_comments(
+        self,
+        container_id: str,
+        space_key: str,
+        title: str,
+        created: datetime,
+        comments: list[_CommentPlan],
+    ) -> None:
+        rng = self.rng
+        previous: str | None = None
+        for index, plan in enumerate(comments):
+            reply_to = previous if plan.reply else None
             when = created + timedelta(seconds=rng.randrange(60, 86400 * 20) * (index + 1))
             when = min(when, self.base_time - timedelta(seconds=1))
             body = storage.paragraph(
@@ -687,13 +718,14 @@ class _Builder:
                 title=f"Re: {title}",
                 body_storage=body,
                 container_id=container_id,
-                parent_id=None if inline else reply_to,
+                parent_id=None if plan.inline else reply_to,
                 author=rng.choice(self.account_ids),
                 created=max(when, created),
                 content_id=self._allocate_id(),
-                comment_location="inline" if inline else "footer",
+                comment_location="inline" if plan.inline else "footer",
+                inline_marker_ref=plan.marker,
             )
-            previous = None if inline else comment.id
+            previous = None if plan.inline else comment.id
 
     def _add_attachments(
         self, container_id: str, space_key: str, created: datetime, minimum: int = 0
@@ -733,7 +765,8 @@ class _Builder:
             )
             created = min(created, self.base_time - timedelta(seconds=1))
             plan.content_id = self._allocate_id()
-            body = self._blog_body(plan.space_index)
+            comments = self._plan_comments()
+            body = self._blog_body(plan.space_index) + self._markers_paragraph(comments)
             site.create_content(
                 type=ContentType.BLOGPOST,
                 space_key=space.key,
@@ -744,7 +777,7 @@ class _Builder:
                 created=created,
                 content_id=plan.content_id,
             )
-            self._add_comments(plan.content_id, space.key, plan.title, created)
+            self._add_comments(plan.content_id, space.key, plan.title, created, comments)
             self._add_attachments(plan.content_id, space.key, created)
 
     def _apply_statuses(self) -> None:

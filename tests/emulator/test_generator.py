@@ -305,6 +305,12 @@ def test_comments_and_attachments(site: Site) -> None:
     assert locations["inline"] > 0
     assert any(c.parent_id is not None for c in comments)
     for item in comments:
+        if item.comment_location == "inline":
+            container = site.content(item.container_id or "")
+            assert container is not None
+            marker = f'<ac:inline-comment-marker ac:ref="{item.inline_marker_ref}">'
+            assert marker in container.body_storage
+    for item in comments:
         assert item.container_id is not None
         container = site.content(item.container_id)
         assert container is not None
