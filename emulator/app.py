@@ -131,6 +131,7 @@ def create_app(options: ServerOptions, site: Site | None = None) -> web.Applicat
     if site is None:
         site = build_site(options)
     site.time_zone = options.time_zone
+
     gate, credentials = build_gate(options, site)
     latency = Latency(options.latency_ms, options.latency_jitter_ms, random.Random(options.seed))
     roots = roots_for(options.serves_cloud, options.serves_datacenter, options.context_path)
@@ -143,6 +144,7 @@ def create_app(options: ServerOptions, site: Site | None = None) -> web.Applicat
         ],
         client_max_size=4 * 1024 * 1024,
     )
+
     app[STATE_KEY] = EmulatorState(
         site=site,
         options=options,
@@ -154,6 +156,7 @@ def create_app(options: ServerOptions, site: Site | None = None) -> web.Applicat
     app[GATE_KEY] = gate
     app[LATENCY_KEY] = latency
     app[CREDENTIALS_KEY] = credentials
+
     register_routes(app, roots)
     add_oauth_routes(app, gate)
     if options.control:

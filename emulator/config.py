@@ -6,6 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from emulator.faults import parse_fault_rule
 
@@ -72,35 +73,39 @@ class ServerOptions:
     site_name: str = "emulator"
 
     def validate(self) -> None:
-        """Raise OptionError naming the first invalid option."""
+        """Raise OptionError naming every invalid option, on one line."""
+        errors = self.problems()
+        if errors:
+            raise OptionError("; ".join(errors))
+
+    def problems(self) -> list[str]:
+        """Return a message for each invalid option; empty when all are valid."""
+        errors: list[str] = []
         if self.flavour not in FLAVOURS:
-            raise OptionError(
-                f"invalid --flavour {self.flavour!r}: use one of {', '.join(FLAVOURS)}"
-            )
+            errors.append(f"invalid --flavour {self.flavour!r}: use one of {', '.join(FLAVOURS)}")
         if self.site not in SITE_KINDS:
-            raise OptionError(f"invalid --site {self.site!r}: use one of {', '.join(SITE_KINDS)}")
+            errors.append(f"invalid --site {self.site!r}: use one of {', '.join(SITE_KINDS)}")
         if not 0 <= self.port <= 65535:
-            raise OptionError(f"invalid --port {self.port}: use 0..65535 (0 picks a free port)")
+            errors.append(f"invalid --port {self.port}: use 0..65535 (0 picks a free port)")
         if self.pages < 0 or self.spaces < 0:
-            raise OptionError(
+            errors.append(
                 f"invalid --pages {self.pages} or --spaces {self.spaces}: counts cannot be negative"
             )
-        if self.site == "corpus":
-            if self.corpus is None:
-                raise OptionError("--site corpus needs --corpus PATH naming an HTML folder")
-            if not self.corpus.is_dir():
-                raise OptionError(
-                    f"invalid --corpus {str(self.corpus)!r}: the folder does not exist"
-                )
+
+        if self.site == "corpus" and self.corpus is None:
+            errors.append("--site corpus needs --corpus PATH naming an HTML folder")
+        if self.corpus is not None and not self.corpus.is_dir():
+            errors.append(f"invalid --corpus {str(self.corpus)!r}: the folder does not exist")
+
         if self.rate_limit is not None and self.rate_limit <= 0:
-            raise OptionError(
+            errors.append(
                 f"invalid --rate-limit {self.rate_limit}: use a positive number of requests "
                 "per second, or leave it out for no limit"
             )
         if self.burst is not None and self.burst < 1:
-            raise OptionError(f"invalid --burst {self.burst}: use a positive number of requests")
+            errors.append(f"invalid --burst {self.burst}: use a positive number of requests")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:
-            raise OptionError(
+            errors.append(
                 f"invalid --latency {self.latency_ms} or --latency-jitter "
                 f"{self.latency_jitter_ms}: milliseconds cannot be negative"
             )
@@ -108,21 +113,29 @@ class ServerOptions:
             try:
                 parse_fault_rule(rule)
             except ValueError as error:
-                raise OptionError(f"--fault: {error}") from None
+                errors.append(f"--fault: {error}")
+
         if self.search_lag < 0:
-            raise OptionError(f"invalid --search-lag {self.search_lag}: seconds cannot be negative")
+            errors.append(f"invalid --search-lag {self.search_lag}: seconds cannot be negative")
         if self.dc_limit_cap < 1:
-            raise OptionError(f"invalid --dc-limit-cap {self.dc_limit_cap}: use a positive number")
+            errors.append(f"invalid --dc-limit-cap {self.dc_limit_cap}: use a positive number")
         if not 0.0 <= self.search_short_page_rate <= 1.0:
-            raise OptionError(
+            errors.append(
                 f"invalid --search-short-pages {self.search_short_page_rate}: use a rate in 0..1"
             )
-        if ":" in self.user_email or not self.user_email:
-            raise OptionError(
-                f"invalid --user-email {self.user_email!r}: use an address without ':'"
+
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            errors.append(
+                f"invalid --time-zone {self.time_zone!r}: use an IANA name such as UTC or "
+                "Europe/Berlin"
             )
+        if ":" in self.user_email or not self.user_email:
+            errors.append(f"invalid --user-email {self.user_email!r}: use an address without ':'")
         if not self.api_token:
-            raise OptionError("invalid --api-token '': the token cannot be empty")
+            errors.append("invalid --api-token '': the token cannot be empty")
+        return errors
 
     @property
     def serves_cloud(self) -> bool:

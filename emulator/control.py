@@ -1,9 +1,9 @@
 """Control API of the emulator under ``/_emulator/``: not part of Confluence.
 
-Tests and demos use it to change the site and the server while it runs: create, edit,
-move, trash, restore and purge content, archive spaces, add and remove labels, set the
-model clock, change rate limits, faults, search lag and latency, and read or reset the
-request counters. Every endpoint takes and returns JSON; errors are
+Tests and demos use it to change the site and the server while it runs. It creates,
+edits, moves, trashes, restores and purges content, archives spaces, adds and removes
+labels and sets the model clock. It also changes rate limits, faults, search lag and
+latency, and reads or resets the request counters. Every endpoint takes and returns JSON; errors are
 ``{"error": "<message naming the bad value>"}`` with status 400 or 404.
 
 Endpoints (all under ``/_emulator``):
@@ -202,6 +202,7 @@ async def create_content(request: web.Request) -> web.Response:
         space_key = container.space_key
     if space_key is None:
         raise ControlError("field 'space' is missing; name the space key of the new content")
+
     status_raw = _field(payload, "status", str, "current")
     try:
         status = ContentStatus(status_raw)
@@ -212,6 +213,7 @@ async def create_content(request: web.Request) -> web.Response:
     labels = _field(payload, "labels", list, [])
     if not all(isinstance(label, str) for label in labels):
         raise ControlError(f"field 'labels' is {labels!r}; expected a list of label names")
+
     content = state.site.create_content(
         type=content_type,
         space_key=space_key,
@@ -507,9 +509,9 @@ async def set_server(request: web.Request) -> web.Response:
         if cap < 1:
             raise ControlError(f"field 'dc_limit_cap' is {cap}; use a positive number")
         state.dc_limit_cap = cap
-    gone = _field(payload, "v1_gone", bool)
-    if gone is not None:
-        _gate(request).v1_gone = gone
+    v1_gone = _field(payload, "v1_gone", bool)
+    if v1_gone is not None:
+        _gate(request).v1_gone = v1_gone
     return json_response(_server_body(request))
 
 

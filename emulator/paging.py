@@ -1,7 +1,7 @@
 """Offset and cursor paging of the emulated Confluence REST API v1, without HTTP.
 
 Offset lists (``/space``, ``/content``, children, labels, versions, restrictions) take
-``start`` and ``limit``, cap ``limit`` per route and answer bad values with the bodies that
+``start`` and ``limit``, cap ``limit`` per route and reject bad values with the bodies that
 Confluence Cloud sends. CQL search pages only by an opaque cursor that names the last row
 served; ``start`` is echoed but never used to position.
 """
@@ -21,7 +21,7 @@ import orjson
 
 INT32_MAX = 2**31 - 1
 
-# Cloud answers `/content?start=100001` with 400; 100000 is still served.
+# Cloud rejects `/content?start=100001` with 400, but still serves 100000.
 CONTENT_MAX_START = 100_000
 
 
@@ -132,8 +132,8 @@ def _parse_int(raw: str | None, default: int) -> int:
 class PageRequest:
     """Validated offset paging parameters.
 
-    ``limit`` is the value the response echoes; ``rows`` is the number of rows served at
-    most, which is smaller than ``limit`` only when a Data Center cap applies silently.
+    ``limit`` is the value the response echoes, and ``rows`` the maximum number of rows
+    served. ``rows`` is smaller than ``limit`` only when a Data Center cap applies silently.
     """
 
     start: int
@@ -424,7 +424,7 @@ def cursor_page(
 
     The cursor names the last row served. When that row is still in the results, the page
     starts right after it. When it no longer matches, the row that followed it has moved up
-    into its index, so the page starts at that index; a walk then neither repeats nor
+    into its index, so the page starts at that index. A walk then neither repeats nor
     skips rows as long as the rows before the cursor stay in place. ``index_of`` maps ids
     to positions; without it a row that moved is looked up by a scan.
     """

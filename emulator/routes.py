@@ -1,4 +1,4 @@
-"""Routing of the emulator: the three API roots, the middleware that tells them apart,
+"""Routing of the emulator: the three API roots, the middleware that identifies each,
 error responses and the fallback for unknown routes.
 
 The same handlers serve every root:
@@ -202,7 +202,7 @@ def latency_middleware(latency_ms: Callable[[], float]) -> Middleware:
 
 
 async def unknown_route(request: web.Request) -> web.StreamResponse:
-    """Answer an unknown API route the way Confluence's JAX-RS layer does.
+    """Respond to an unknown API route the way Confluence's JAX-RS layer does.
 
     A method other than GET gets Spring's 405 body (without an ``Allow`` header); an
     unknown path gets 404, as XML unless the client accepts JSON.

@@ -269,7 +269,7 @@ def carried_params(request: web.Request, *, drop: Iterable[str] = ()) -> list[tu
 
 
 def parse_content_id(raw: str, request: web.Request) -> str:
-    """Check that a content id from the path is numeric; Confluence answers 400 otherwise."""
+    """Check that a content id from the path is numeric; Confluence returns 400 otherwise."""
     if not raw.isdigit():
         raise bad_request(f"Invalid content id: {raw}", request)
     return raw.lstrip("0") or "0"

@@ -78,17 +78,17 @@ def _candidates(site: Site, query: cql.Query) -> Iterable[Content]:
     if ids is not None:
         found = (site.content(content_id) for content_id in sorted(ids))
         return [item for item in found if item is not None]
-    wanted_keys = query.candidate_space_keys()
-    if wanted_keys is None:
+    requested_keys = query.candidate_space_keys()
+    if requested_keys is None:
         space_keys = list(site.spaces)
     else:
-        folded = {key.casefold() for key in wanted_keys}
+        folded = {key.casefold() for key in requested_keys}
         space_keys = [key for key in site.spaces if key.casefold() in folded]
-    wanted_types = query.candidate_types()
-    if wanted_types is None:
+    requested_types = query.candidate_types()
+    if requested_types is None:
         types = list(ContentType)
     else:
-        types = [_CONTENT_TYPES[name] for name in wanted_types if name in _CONTENT_TYPES]
+        types = [_CONTENT_TYPES[name] for name in requested_types if name in _CONTENT_TYPES]
     items: list[Content] = []
     for key in space_keys:
         for content_type in types:
@@ -176,7 +176,7 @@ def _run_search(
         raise _cql_error(error, flavour) from None
 
     # Results of a query with date functions move with the clock, so they are cached for
-    # a few seconds only; other queries stay cached until the site changes.
+    # a few seconds only. Other queries stay cached until the site changes.
     moment = int(now.timestamp()) // 5 if _TIME_FUNCTION.search(query_text) else None
     key = ("search", query_text, time_zone, include_archived, user_id, moment)
     matches: MatchList = state.searches.get(
@@ -272,6 +272,7 @@ async def search(request: web.Request) -> web.Response:
     ctx = dataclasses.replace(
         shape_of(request), search_style=True, body_limit=state.search_body_limit
     )
+
     excerpt_mode = _excerpt_mode(request)
     results: list[dict[str, Any]] = []
     for item in page.items:
@@ -279,10 +280,12 @@ async def search(request: web.Request) -> web.Response:
         if excerpt_mode == "none":
             result["excerpt"] = ""
         results.append(result)
+
     links: dict[str, str] = {"base": ctx.base, "context": ctx.context}
     if page.next_link is not None:
         links["next"] = page.next_link
     links["self"] = _self_link(ctx, request, route)
+
     body = {
         "results": results,
         "start": page.start,
@@ -303,10 +306,12 @@ async def content_search(request: web.Request) -> web.Response:
     route = "/rest/api/content/search"
     page = _run_search(request, expand, route=route, wrapper=False)
     ctx = shape_of(request)
+
     links: dict[str, str] = {"base": ctx.base, "context": ctx.context}
     if page.next_link is not None:
         links["next"] = page.next_link
     links["self"] = _self_link(ctx, request, route)
+
     body = {
         "results": [content_json(ctx, item, expand) for item in page.items],
         "start": page.start,

@@ -1,7 +1,7 @@
 """JSON shapes of the Confluence REST API v1: content, spaces, users, versions, labels.
 
-Every builder takes an expansion tree (see parse_expand) and a ShapeContext that says
-which root the request came through, so that ``_links.base`` and ``self`` point back at
+Every builder takes an expansion tree (see parse_expand) and a ShapeContext that names
+the root the request came through, so that ``_links.base`` and ``self`` point back at
 that root. Expanded keys are removed from ``_expandable``, as Confluence does.
 Timestamps are UTC ``YYYY-MM-DDTHH:MM:SS.mmmZ``; content ids are strings, space ids
 integers.
@@ -215,6 +215,7 @@ def space_json(ctx: ShapeContext, space: Space, expand: Expand, *, single: bool 
     }
     if space.homepage_id is not None:
         expandable["homepage"] = f"/rest/api/content/{space.homepage_id}"
+
     if "icon" in expand:
         body["icon"] = {
             "path": f"/download/attachments/{space.id}/{space.key}-default?version=1&api=v2",
@@ -243,6 +244,7 @@ def space_json(ctx: ShapeContext, space: Space, expand: Expand, *, single: bool 
     if "permissions" in expand:
         body["permissions"] = []
         del expandable["permissions"]
+
     body["type"] = space.type
     body["status"] = space.status
     body["_expandable"] = expandable
@@ -370,6 +372,7 @@ def history_json(ctx: ShapeContext, content: Content, expand: Expand) -> JSON:
         "lastOwnedBy": "",
         "ownedBy": "",
     }
+
     if "lastUpdated" in expand:
         body["lastUpdated"] = version_json(ctx, content, content.version, expand["lastUpdated"])
         del expandable["lastUpdated"]
@@ -379,9 +382,11 @@ def history_json(ctx: ShapeContext, content: Content, expand: Expand) -> JSON:
                 ctx, content, content.versions[-2], expand["previousVersion"]
             )
         del expandable["previousVersion"]
+
     body["latest"] = True
     body["createdBy"] = user_json(ctx, content.created_by)
     body["createdDate"] = format_time(content.created)
+
     if "contributors" in expand:
         contributors: JSON = {}
         if "publishers" in expand["contributors"]:
@@ -396,6 +401,7 @@ def history_json(ctx: ShapeContext, content: Content, expand: Expand) -> JSON:
         del expandable["contributors"]
     if "nextVersion" in expand:
         del expandable["nextVersion"]
+
     body["_expandable"] = expandable
     body["_links"] = {"self": f"{ctx.api}/content/{content.id}/history"}
     return body
@@ -505,7 +511,7 @@ def restrictions_json(ctx: ShapeContext, content: Content, expand: Expand) -> JS
 
 
 def body_json(ctx: ShapeContext, content: Content, expand: Expand) -> JSON:
-    """Build the ``body`` of a content item; ``storage`` always holds the full body."""
+    """Build the ``body`` of a content item; ``storage`` always contains the full body."""
     body: JSON = {}
     expandable: JSON = {
         "editor": "",

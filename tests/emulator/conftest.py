@@ -1,6 +1,6 @@
 """Fixtures that run the real emulator on 127.0.0.1 (a free port) in a background thread.
 
-``emulator`` is one shared, read-only server for the whole session; tests that change the
+``emulator`` is one shared, read-only server for the whole session. Tests that change the
 site or the server settings use ``fresh_emulator``, which starts a server of their own.
 ``Api`` wraps one root of a server with the credentials that root accepts.
 """
@@ -19,8 +19,8 @@ from emulator.app import ServerThread
 from emulator.config import ServerOptions
 
 # The emulator's middlewares share per-request values under string keys (``flavour``,
-# ``api_path``, ``user_id``), which aiohttp 3.12+ reports with NotAppKeyWarning; the
-# warning would fail the tests under `filterwarnings = error`.
+# ``api_path``, ``user_id``), and aiohttp 3.12+ reports each use with NotAppKeyWarning.
+# Under `filterwarnings = error` that warning would fail the tests.
 NOT_APP_KEY_WARNING = "ignore::aiohttp.web_exceptions.NotAppKeyWarning"
 HERE = Path(__file__).parent
 

@@ -117,3 +117,13 @@ def test_sigterm_stops_server(served: tuple[subprocess.Popen[str], dict[str, str
     process, _ = served
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
+
+
+def test_all_bad_options_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--flavour", "mainframe", "--latency", "-3", "--search-lag", "-1"])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert "--flavour 'mainframe'" in lines[0]
+    assert "--latency -3" in lines[0]
+    assert "--search-lag -1" in lines[0]
