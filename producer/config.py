@@ -114,6 +114,8 @@ class SourceConfig:
     request_timeout: float  # seconds
     max_retries: int
     max_retry_after: float  # seconds; longer Retry-After values are clamped to this
+    backoff_initial: float = 2.0  # seconds before the first retry without Retry-After
+    backoff_max: float = 60.0  # seconds; cap of the doubling backoff
 
     @property
     def api_root(self) -> str:
@@ -142,6 +144,8 @@ DEFAULTS: dict[str, Any] = {
     "request_timeout": 60.0,
     "max_retries": 6,
     "max_retry_after": 300.0,
+    "backoff_initial": 2.0,
+    "backoff_max": 60.0,
 }
 SOURCE_KEYS = frozenset({"deployment", "base_url", "cloud_id", "auth", "spaces", *DEFAULTS.keys()})
 AUTH_KEYS = frozenset(
@@ -535,6 +539,8 @@ def _parse_source(problems: _Collector, source_id: str, table: Any) -> SourceCon
         ("request_timeout", lambda v: _is_number(v) and v > 0, "seconds above 0"),
         ("max_retries", lambda v: _is_int(v) and 0 <= v <= 100, "an integer from 0 to 100"),
         ("max_retry_after", lambda v: _is_number(v) and v > 0, "seconds above 0"),
+        ("backoff_initial", lambda v: _is_number(v) and v >= 0, "seconds, 0 or more"),
+        ("backoff_max", lambda v: _is_number(v) and v >= 0, "seconds, 0 or more"),
     ]
     valid = True
     for key, check, expected in checks:
@@ -573,6 +579,8 @@ def _parse_source(problems: _Collector, source_id: str, table: Any) -> SourceCon
         request_timeout=float(values["request_timeout"]),
         max_retries=int(values["max_retries"]),
         max_retry_after=float(values["max_retry_after"]),
+        backoff_initial=float(values["backoff_initial"]),
+        backoff_max=float(values["backoff_max"]),
     )
 
 

@@ -100,3 +100,11 @@ class RetriableError(ProducerError):
 
 class SkippableError(ProducerError):
     """A failure confined to one unit (space, page, body): record it and continue."""
+
+
+class IncompleteListingError(SkippableError):
+    """A paginated listing that stopped before its end (a repeated cursor or start).
+
+    The listing's unit (a space, a page's children) is incomplete: record the error, and
+    never derive deletions from what was listed.
+    """
