@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import random
 import secrets
@@ -14,6 +13,7 @@ from aiohttp import web
 from emulator.auth import add_oauth_routes
 from emulator.config import ServerOptions
 from emulator.control import add_control_routes
+from emulator.corpus import import_corpus
 from emulator.faults import parse_fault_rule
 from emulator.gate import CloudCredential, DataCenterUser, GateState, gate_middlewares
 from emulator.limits import RateLimitSettings
@@ -43,7 +43,6 @@ OAUTH_CLIENT_ID = "emulator-client"
 def build_site(options: ServerOptions) -> Site:
     """Build the site the options describe: seeded generator or imported HTML corpus."""
     if options.site == "corpus":
-        assert options.corpus is not None
         return _import_corpus(options)
     from emulator.generator import generate_site
 
@@ -57,15 +56,13 @@ def build_site(options: ServerOptions) -> Site:
 
 
 def _import_corpus(options: ServerOptions) -> Site:
-    # The corpus importer is optional at import time so that the server starts without it.
-    module = importlib.import_module("emulator.corpus")
-    importer = getattr(module, "import_corpus", None)
-    if importer is None:
-        raise RuntimeError("emulator.corpus has no import_corpus(path, ...) function")
-    site = importer(options.corpus, time_zone=options.time_zone)
-    if not isinstance(site, Site):
-        raise RuntimeError(f"emulator.corpus.import_corpus returned {type(site).__name__}")
-    return site
+    assert options.corpus is not None
+    return import_corpus(
+        options.corpus,
+        seed=options.seed,
+        time_zone=options.time_zone,
+        site_name=options.site_name,
+    )
 
 
 def build_gate(options: ServerOptions, site: Site) -> tuple[GateState, Credentials]:

@@ -20,6 +20,7 @@ from emulator.config import (
     normalize_context_path,
     parse_rate,
 )
+from emulator.corpus import CorpusError
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(_serve(options))
+    except CorpusError as error:
+        sys.stderr.write(f"confluence-emulator: error: --corpus: {error}\n")
+        return 2
     except OSError as error:
         sys.stderr.write(
             f"confluence-emulator: error: cannot listen on {options.host}:{options.port}: "

@@ -137,7 +137,9 @@ def routing_middleware(roots: list[Root]) -> Middleware:
         if matched is None:
             download_root = _match_download(request.path, roots)
             if download_root is not None:
+                # Downloads need credentials like API calls, so the gate sees them as such.
                 request["flavour"] = download_root.flavour
+                request["api_path"] = request.path[len(download_root.site_prefix) :]
                 request["shape"] = _shape(request, download_root, download_root.site_prefix)
             return await handler(request)
         root, api_path, site_path = matched

@@ -199,3 +199,14 @@ def test_gateway_needs_cloud_id(emulator: ServerThread) -> None:
     wrong = api.origin + "/ex/confluence/00000000-0000-0000-0000-000000000000/wiki/rest/api/space"
     assert api.session.get(wrong, timeout=30).status_code == 401
     assert api.get("/space").status_code == 200
+
+
+def test_downloads_need_credentials(datacenter: Api, emulator: ServerThread) -> None:
+    attachment = _downloadable(emulator)
+    listed = datacenter.get_json(f"/content/{attachment.container_id}/child/attachment")
+    link = next(entry for entry in listed["results"] if entry["id"] == attachment.id)
+    url = datacenter.base + link["_links"]["download"]
+    assert link["_links"]["download"].startswith("/download/attachments/")
+    assert requests.get(url, allow_redirects=False, timeout=30).status_code == 401
+    signed_in = datacenter.session.get(url, allow_redirects=False, timeout=30)
+    assert signed_in.status_code == 302

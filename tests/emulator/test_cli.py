@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from emulator.app import ServerThread
 from emulator.cli import main
+
+from .conftest import api_for, make_options
 
 COMMAND = [sys.executable, "-m", "emulator"]
 # `python -m emulator` must import this checkout, installed or not.
@@ -127,3 +130,32 @@ def test_all_bad_options_in_one_line(capsys: pytest.CaptureFixture[str]) -> None
     assert "--flavour 'mainframe'" in lines[0]
     assert "--latency -3" in lines[0]
     assert "--search-lag -1" in lines[0]
+
+
+def test_empty_corpus_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "--site", "corpus", "--corpus", str(tmp_path), "--port", "0"])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert str(tmp_path) in lines[0]
+
+
+def test_corpus_site_served(tmp_path: Path) -> None:
+    (tmp_path / "guide").mkdir()
+    (tmp_path / "index.html").write_text(
+        "<html><head><title>Guide Home</title></head><body><h1>Guide Home</h1>"
+        '<p>Start with <a href="guide/intro.html">the intro</a>.</p></body></html>'
+    )
+    (tmp_path / "guide" / "intro.html").write_text(
+        "<html><head><title>Intro</title></head><body><h1>Intro</h1>"
+        "<p>Plain words about the corpus.</p></body></html>"
+    )
+    options = make_options(site="corpus", corpus=tmp_path)
+    with ServerThread(options) as server:
+        api = api_for(server, "cloud")
+        titles = {
+            item["title"]
+            for key in server.site.spaces
+            for item in api.get_json("/content", spaceKey=key, type="page")["results"]
+        }
+        assert {"Guide Home", "Intro"} <= titles
