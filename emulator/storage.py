@@ -14,7 +14,6 @@ from datetime import date
 
 _CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 
 
 def extract_text(body: str) -> str:
@@ -24,16 +23,24 @@ def extract_text(body: str) -> str:
     whitespace collapsed. This is a regular-expression strip, not a parser, so text
     inside attribute values (for example link titles) is not part of the result.
     """
+    if "<![CDATA[" not in body:
+        return " ".join(_markup_text(body).split())
     pieces: list[str] = []
     position = 0
     for match in _CDATA.finditer(body):
-        pieces.append(html.unescape(_TAG.sub(" ", body[position : match.start()])))
+        pieces.append(_markup_text(body[position : match.start()]))
         pieces.append(match.group(1))
         position = match.end()
-    pieces.append(html.unescape(_TAG.sub(" ", body[position:])))
+    pieces.append(_markup_text(body[position:]))
     # Joined without separators: tags already became spaces, and a CDATA section split
     # around "]]>" must read as one text.
-    return _SPACE.sub(" ", "".join(pieces)).strip()
+    return " ".join("".join(pieces).split())
+
+
+def _markup_text(markup: str) -> str:
+    text = _TAG.sub(" ", markup)
+    # html.unescape is slow per call even without entities, and most text has none.
+    return html.unescape(text) if "&" in text else text
 
 
 @dataclass(frozen=True, slots=True)
