@@ -69,6 +69,8 @@ def build_gate(options: ServerOptions, site: Site) -> tuple[GateState, Credentia
     """Create the gate state: credentials of the API user, limits, faults and site hooks."""
     user = site.user(site.current_user_id)
     assert user is not None, "the site has no API user"
+    # The API user signs in with this email, so `/user/current` must show the same one.
+    user.email = options.user_email
     credentials = Credentials(
         email=options.user_email,
         api_token=options.api_token,

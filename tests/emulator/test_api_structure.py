@@ -381,6 +381,7 @@ def test_current_user_cloud(cloud: Api, emulator: ServerThread) -> None:
     assert api_user is not None
     assert user["accountId"] == api_user.account_id
     assert user["timeZone"] == api_user.time_zone
+    assert user["email"] == emulator.credentials.email
     assert set(user) >= USER_KEYS
     looked_up = cloud.get_json("/user", accountId=api_user.account_id)
     assert looked_up["displayName"] == api_user.display_name

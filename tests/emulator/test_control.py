@@ -174,3 +174,37 @@ def test_control_off_by_default() -> None:
     with ServerThread(make_options(control=False)) as server:
         response = requests.get(f"http://127.0.0.1:{server.port}/_emulator/site", timeout=30)
         assert response.status_code == 404
+
+
+def test_oauth_grant_and_v1_gone(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "gateway")
+    scopes = ["read:confluence-space.summary", "search:confluence", "offline_access"]
+    grant = api.control("POST", "/oauth/grant", {"scopes": scopes})
+    assert grant.status_code == 201
+    tokens = grant.json()
+    assert tokens["expires_in"] == 3600
+    bearer = requests.Session()
+    bearer.headers["Authorization"] = f"Bearer {tokens['access_token']}"
+    space_url = api.url("/space")
+    search_url = api.url("/search")
+    assert bearer.get(space_url, timeout=30).status_code == 200
+    assert bearer.get(search_url, params={"cql": "type = page"}, timeout=30).status_code == 200
+
+    switched = api.control("POST", "/server", {"v1_gone": True})
+    assert switched.json()["v1_gone"] is True
+    gone = bearer.get(space_url, timeout=30)
+    assert gone.status_code == 410
+    assert bearer.get(search_url, params={"cql": "type = page"}, timeout=30).status_code == 200
+    # Basic auth on the Cloud site root still serves the v1 reads.
+    assert api_for(fresh_emulator, "cloud").get("/space").status_code == 200
+
+
+def test_latency_setting(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "cloud")
+    changed = api.control("POST", "/server", {"latency_ms": 5, "latency_jitter_ms": 2})
+    assert changed.json()["latency_ms"] == 5.0
+    assert changed.json()["latency_jitter_ms"] == 2.0
+    assert api.get("/space").status_code == 200
+    rejected = api.control("POST", "/server", {"latency_ms": -1})
+    assert rejected.status_code == 400
+    assert "-1" in rejected.json()["error"]
