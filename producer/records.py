@@ -199,10 +199,12 @@ def content_record(
     fetched_at: datetime,
     *,
     space_key: str,
+    space_id: int | None = None,
 ) -> dict[str, Any]:
     """Map one content item (page, blog post, comment or attachment) to a Content record.
 
-    ``space_key`` is the space being crawled, used when the item has no ``space`` expansion.
+    ``space_key`` and ``space_id`` are those of the space being crawled, used when the item
+    has no ``space`` expansion.
     """
     item_id, item_type = _require(item, "content")
     version = _dict(item.get("version"))
@@ -239,7 +241,7 @@ def content_record(
         "status": _enum(item.get("status"), CONTENT_STATUSES),
         "title": _string(item.get("title")) or "",
         "space_key": _string(space.get("key")) or space_key,
-        "space_id": _integer(space.get("id")),
+        "space_id": _integer(space.get("id")) if space else space_id,
         "version_number": version_number,
         "version_created_at": parse_timestamp(version.get("when")),
         "version_author_account_id": user_id(version.get("by")),
