@@ -350,3 +350,10 @@ def test_python_docs_release_dates(python_docs: Site) -> None:
     # Sphinx typesets the apostrophe as U+2019.
     assert blogs["What\u2019s New In Python 3.10"].posting_day == date(2021, 10, 4)
     assert blogs["Python 3.11.0 final"].posting_day == date(2022, 10, 24)
+
+
+def test_python_docs_bodies_well_formed(python_docs: Site) -> None:
+    wrapper = '<root xmlns:ac="urn:ac" xmlns:ri="urn:ri">{}</root>'
+    for content in python_docs.contents():
+        ElementTree.fromstring(wrapper.format(content.body_storage))
+        assert "<script" not in content.body_storage
