@@ -164,7 +164,7 @@ def wait_until_ready(settings: FerretDBSettings, pid: int, log_offset: int, time
     process = settings.process()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not process.is_ours(pid):
+        if not process.is_alive(pid):
             raise process.exited_during_start(
                 pid, log_offset, f"check that {settings.data_dir} is a writable folder"
             )

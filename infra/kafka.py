@@ -388,7 +388,7 @@ def wait_until_ready(settings: KafkaSettings, pid: int, log_offset: int, timeout
     process = settings.process()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not process.is_ours(pid):
+        if not process.is_alive(pid):
             raise process.exited_during_start(
                 pid,
                 log_offset,

@@ -29,6 +29,7 @@ SERVICES_DIR_ENV = "LOCAL_SERVICES_DIR"
 HOST = "127.0.0.1"
 LOG_TAIL_LINES = 20
 MAX_LOG_BYTES = 50 * 1024 * 1024
+EMPTY_COMMAND_LINE_RETRIES = 20
 
 
 class ServiceError(Exception):
@@ -282,11 +283,30 @@ class ManagedProcess:
 
     def is_ours(self, pid: int) -> bool:
         """Return True when `pid` is alive and its command line contains the marker."""
-        _reap_if_child(pid)
-        state = _process_state(pid)
-        if state is None or state in ("Z", "X"):
-            return False
-        return self.marker in command_line(pid)
+        for _ in range(EMPTY_COMMAND_LINE_RETRIES):
+            _reap_if_child(pid)
+            state = _process_state(pid)
+            if state is None or state in ("Z", "X"):
+                return False
+            arguments = command_line(pid)
+            if arguments:
+                return self.marker in arguments
+            # Right after exec, Linux can show an empty command line until the new
+            # program's arguments are set up, so look again shortly.
+            time.sleep(0.05)
+        return False
+
+    def is_alive(self, pid: int) -> bool:
+        """Return True while `pid`, a process spawned by this Python process, has not exited.
+
+        For a child of this process the exit status is authoritative, so this avoids
+        the command-line check while exec is still in progress.
+        """
+        try:
+            exited_pid, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return self.is_ours(pid)
+        return exited_pid != pid
 
     def running_pid(self) -> int | None:
         """Return the pid from the pid file when that process is ours and alive."""
