@@ -135,6 +135,10 @@ def test_child_and_descendant_walks(any_root: Api, emulator: ServerThread) -> No
     assert comments == current(site.children(commented.id, ContentType.COMMENT))
     assert comments
 
+    for kind in (ContentType.COMMENT, ContentType.ATTACHMENT):
+        below = ids_of(walk(any_root, f"/content/{commented.id}/descendant/{kind.value}", limit=2))
+        assert below == current(site.descendants(commented.id, kind))
+
     attached = _with_comments(emulator, ContentType.ATTACHMENT)
     attachments = list(walk(any_root, f"/content/{attached.id}/child/attachment", limit=2))
     assert ids_of(attachments) == current(site.children(attached.id, ContentType.ATTACHMENT))

@@ -208,3 +208,25 @@ def test_latency_setting(fresh_emulator: ServerThread) -> None:
     rejected = api.control("POST", "/server", {"latency_ms": -1})
     assert rejected.status_code == 400
     assert "-1" in rejected.json()["error"]
+
+
+def test_start_options_reach_gate() -> None:
+    options = make_options(
+        rate_limit=0.01,
+        burst=2,
+        faults=("/content/search:503:1.0",),
+        latency_ms=3.0,
+        latency_jitter_ms=1.0,
+        v1_gone=True,
+    )
+    with ServerThread(options) as server:
+        api = api_for(server, "cloud")
+        statuses = [api.get("/space").status_code for _ in range(3)]
+        assert statuses[:2] == [200, 200]
+        assert statuses[2] == 429
+        api.control("POST", "/rate-limit", {"enabled": False})
+        assert api.get("/content/search", cql="type = page").status_code == 503
+        settings = api.control("GET", "/server").json()
+        assert settings["latency_ms"] == 3.0
+        assert settings["latency_jitter_ms"] == 1.0
+        assert settings["v1_gone"] is True
