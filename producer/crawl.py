@@ -206,7 +206,9 @@ class CrawlJob:
         failed = False
         try:
             self._crawl(window, state)
-        except FatalError as error:
+        except ProducerError as error:
+            # Outside a unit (the space listing, the user's time zone) every error is fatal:
+            # without the spaces there is nothing to crawl.
             failed = True
             self._record_error("job", error, fatal=True)
         except Exception as error:  # A bug must still end the job visibly as failed.
@@ -435,7 +437,9 @@ class CrawlJob:
         limit = min(self.source.page_size * 4, 500)
         params: dict[str, str | int] = {"expand": _SPACE_EXPAND}
         try:
-            return self._collect(offset_pages(self.client, "/space", params, limit=limit))
+            # No bodies here, so a smaller page would not help: keep every retry for the page.
+            pages = offset_pages(self.client, "/space", params, limit=limit, shrink=False)
+            return self._collect(pages)
         except ProducerError as error:
             if self.source.deployment != "cloud-oauth" or error.status != 410:
                 raise
