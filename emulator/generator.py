@@ -449,7 +449,9 @@ class _Builder:
         space_count = len(self.space_plans)
         # Homepages first, one per space.
         for space_index, space in enumerate(self.space_plans):
-            title = self._unique_title(space, f"{space.name} Home")
+            # Confluence Cloud titles a personal space's homepage "Overview".
+            home_title = "Overview" if space.personal else f"{space.name} Home"
+            title = self._unique_title(space, home_title)
             space.homepage = len(plans)
             space.pages.append(len(plans))
             plans.append(_PagePlan(space_index, title, None))
@@ -656,7 +658,9 @@ class _Builder:
         latest = self.base_time - timedelta(minutes=1)
         for number in range(2, versions + 1):
             gap = timedelta(seconds=rng.randrange(60, 30 * 86400))
-            when = min(when + gap, latest)
+            # Content created in the last minute before the base time keeps its edits at
+            # its creation time rather than going back in time.
+            when = max(min(when + gap, latest), when)
             self.site.edit_content(
                 content_id,
                 body_storage=body if number == versions else first_body,
@@ -742,7 +746,7 @@ class _Builder:
                 created + timedelta(seconds=rng.randrange(60, 86400)),
                 self.base_time - timedelta(seconds=1),
             )
-            self.site.create_content(
+            attachment = self.site.create_content(
                 type=ContentType.ATTACHMENT,
                 space_key=space_key,
                 title=f"{stem}-{index + 1}.{extension}",
@@ -753,6 +757,17 @@ class _Builder:
                 media_type=media_type,
                 file_size=rng.randint(200, 5_000_000),
             )
+            if rng.random() < 0.1:
+                # A new upload of the same file name is a new attachment version.
+                self.site.edit_content(
+                    attachment.id,
+                    author=rng.choice(self.account_ids),
+                    when=min(
+                        attachment.created + timedelta(days=rng.randint(1, 30)),
+                        self.base_time - timedelta(seconds=1),
+                    ),
+                    file_size=rng.randint(200, 5_000_000),
+                )
 
     def _create_blog_posts(self) -> None:
         rng = self.rng
@@ -767,16 +782,19 @@ class _Builder:
             plan.content_id = self._allocate_id()
             comments = self._plan_comments()
             body = self._blog_body(plan.space_index) + self._markers_paragraph(comments)
+            versions = 2 if rng.random() < 0.2 else 1
+            first_body = body if versions == 1 else rng.choice(self.fragments.stubs)
             site.create_content(
                 type=ContentType.BLOGPOST,
                 space_key=space.key,
                 title=plan.title,
-                body_storage=body,
+                body_storage=first_body,
                 author=rng.choice(self.account_ids),
                 labels=[rng.choice(_LABELS)] if rng.random() < 0.4 else [],
                 created=created,
                 content_id=plan.content_id,
             )
+            self._add_history(plan.content_id, created, versions, first_body, body)
             self._add_comments(plan.content_id, space.key, plan.title, created, comments)
             self._add_attachments(plan.content_id, space.key, created)
 

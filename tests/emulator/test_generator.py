@@ -177,6 +177,7 @@ def test_spaces(site: Site) -> None:
         assert home.space_key == space.key
         if space.type == "personal":
             assert space.key == f"~{space.creator}"
+            assert home.title == "Overview"
     assert any(not s.description.isascii() for s in site.spaces.values())
 
 
@@ -317,6 +318,9 @@ def test_comments_and_attachments(site: Site) -> None:
         assert container.space_key == item.space_key
     attachments = of_type(site, ContentType.ATTACHMENT)
     assert all(a.media_type and a.file_size for a in attachments)
+    assert any(len(a.versions) > 1 for a in attachments)
+    blogs = of_type(site, ContentType.BLOGPOST)
+    assert any(len(b.versions) > 1 for b in blogs)
     assert len({a.media_type for a in attachments}) > 3
 
 
