@@ -26,7 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from emulator import routes_content, routes_search, routes_space
 from emulator.model import InvalidOperation, NotFound
-from emulator.routes_common import ApiError, json_response, state_of
+from emulator.routes_common import ApiError, JsonResponse, json_response, state_of
 from emulator.shapes import ShapeContext
 
 logger = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     It runs innermost, so the gate's middlewares see these as ordinary responses.
     """
     try:
-        return await handler(request)
+        response = await handler(request)
     except ApiError as error:
         if error.body is None:
             return web.Response(status=error.status, headers=error.headers)
@@ -186,6 +186,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except InvalidOperation as error:
         return json_response({"statusCode": 400, "message": str(error)}, status=400)
+    if isinstance(response, JsonResponse):
+        request["objects_returned"] = response.objects
+    return response
 
 
 def latency_middleware(latency_ms: Callable[[], float]) -> Middleware:

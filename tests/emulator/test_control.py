@@ -230,3 +230,18 @@ def test_start_options_reach_gate() -> None:
         assert settings["latency_ms"] == 3.0
         assert settings["latency_jitter_ms"] == 1.0
         assert settings["v1_gone"] is True
+
+
+def test_points_charge_per_object(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "gateway")
+    scopes = ["search:confluence", "read:confluence-content.summary"]
+    tokens = api.control("POST", "/oauth/grant", {"scopes": scopes}).json()
+    assert api.control("POST", "/points", {"enabled": True}).status_code == 200
+    api.control("POST", "/counters/reset")
+    bearer = requests.Session()
+    bearer.headers["Authorization"] = f"Bearer {tokens['access_token']}"
+    response = bearer.get(api.url("/content/search"), params={"cql": "type = page", "limit": 5})
+    assert response.status_code == 200
+    rows = len(response.json()["results"])
+    assert rows == 5
+    assert api.control("GET", "/counters").json()["points_used"] == 1 + rows
