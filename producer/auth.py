@@ -42,7 +42,7 @@ class Authenticator(Protocol):
 
 
 class TokenStore(Protocol):
-    """Where the rotating refresh token lives between runs."""
+    """Storage of the rotating refresh token between runs."""
 
     def load(self) -> Secret: ...
 
@@ -123,7 +123,7 @@ class OAuth2Auth:
         with self._lock:
             current = None if self._access is None else "Bearer " + self._access.reveal()
             if current == sent:
-                # Nobody refreshed since this request was sent: the token was rejected
+                # No thread refreshed since this request was sent, so the token was rejected
                 # before its expiry (revoked, or the server's clock runs ahead).
                 logger.info("access token rejected with 401; refreshing it")
                 self._refresh_locked()
@@ -240,7 +240,7 @@ class OAuth2Auth:
                 excerpt=excerpt,
             )
         raise FatalError(
-            f"the OAuth token endpoint answered HTTP {response.status_code} "
+            f"the OAuth token endpoint returned HTTP {response.status_code} "
             f"({error_code or 'no error code'}); check token_url and the OAuth app",
             method="POST",
             url=self.token_url,

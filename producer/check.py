@@ -2,10 +2,10 @@
 
 The checks run in order and each produces one row of the printed table:
 
-1. credentials: ``GET /user/current`` answers with the account.
+1. credentials: ``GET /user/current`` returns the account.
 2. scopes (cloud-oauth with OAuth 2.0 only): the grant carries every scope the source
    lists, as ``/oauth/token/accessible-resources`` reports them for its cloud id.
-3. v1 reads: ``GET /space`` works (Cloud answers 410 Gone on the OAuth gateway).
+3. v1 reads: ``GET /space`` works (Cloud returns 410 Gone on the OAuth gateway).
 4. CQL search: ``GET /search`` (Cloud) or ``/content/search`` (Data Center) works.
 5. spaces: every configured include/exclude key exists; a misspelt key fails here.
 6. time zone: CQL date literals need a zone: ``time_zone`` or the account's ``timeZone``.
@@ -163,7 +163,7 @@ def _check_scopes(source: SourceConfig, client: ConfluenceClient) -> CheckResult
         return CheckResult(
             "scopes",
             False,
-            f"{redact_url(url)} answered HTTP {response.status_code}",
+            f"{redact_url(url)} returned HTTP {response.status_code}",
             "renew the OAuth grant",
         )
     try:
@@ -207,14 +207,14 @@ def _check_scopes(source: SourceConfig, client: ConfluenceClient) -> CheckResult
 def _check_v1(client: ConfluenceClient) -> CheckResult:
     client.get("/space", {"limit": 1})
     client.get("/content", {"type": "page", "limit": 1})
-    return CheckResult("v1 reads", True, "/space and /content answer")
+    return CheckResult("v1 reads", True, "/space and /content work")
 
 
 def _check_search(source: SourceConfig, client: ConfluenceClient) -> CheckResult:
     path = "/content/search" if source.deployment == "datacenter" else "/search"
     raw = client.get(path, {"cql": "type=page", "limit": 1})
     total = raw.get("totalSize", raw.get("size", "?"))
-    return CheckResult("CQL search", True, f"{path} answers (totalSize {total})")
+    return CheckResult("CQL search", True, f"{path} works (totalSize {total})")
 
 
 def _check_spaces(source: SourceConfig, client: ConfluenceClient) -> CheckResult:

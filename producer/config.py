@@ -1,6 +1,6 @@
 """Sources file: one TOML table per Confluence source, validated all at once.
 
-The file holds ``[sources.ID]`` tables (see ``examples/sources.toml``). Secrets never
+The file contains ``[sources.ID]`` tables (see ``examples/sources.toml``). Secrets never
 appear in it: the ``auth`` table names environment variables (``*_env``) or files
 (``*_file``) that hold them, and ``producer.secrets`` reads them when a client is built.
 """
@@ -55,7 +55,7 @@ _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 @dataclass(frozen=True)
 class SecretRef:
-    """Where one secret lives: an environment variable or a file, never the value."""
+    """Location of one secret: an environment variable or a file, never the value."""
 
     env: str | None = None
     file: Path | None = None
@@ -86,7 +86,7 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class SpaceSelection:
-    """Which spaces a source crawls: explicit keys, exclusions, types and statuses."""
+    """Selection of the spaces a source crawls: keys, exclusions, types and statuses."""
 
     include: tuple[str, ...] = ()  # empty: every space that matches types and statuses
     exclude: tuple[str, ...] = ()

@@ -72,14 +72,14 @@ class RateLimiter:
             if until <= self._paused_until:
                 return
             self._paused_until = until
-            # The first request after the pause goes at `until`; later ones follow at the
-            # steady rate, so the server does not see a burst right after refusing one.
+            # Only the first request after the pause goes at `until`. Later ones follow at
+            # the steady rate, so the server sees no burst right after a 429.
             self._arrival = max(self._arrival, until + self._tolerance)
         logger.debug("rate limiter paused seconds=%.3f", seconds)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Return the seconds a ``Retry-After`` value asks for, or None when it is unusable.
+    """Return the seconds a ``Retry-After`` value requests, or None when it is unusable.
 
     Accepts delta-seconds (``120``, also huge values such as Long.MAX_VALUE, which the
     caller clamps) and HTTP-dates (``Wed, 21 Oct 2015 07:28:00 GMT``). A date in the past

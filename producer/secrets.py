@@ -115,7 +115,7 @@ def load_credentials(auth: AuthConfig, *, where: str = "auth") -> Credentials:
 
 
 class RefreshTokenFile:
-    """The file that holds a rotating OAuth refresh token, rewritten atomically."""
+    """File containing a rotating OAuth refresh token, rewritten atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

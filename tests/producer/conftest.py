@@ -30,9 +30,9 @@ from emulator.app import ServerThread
 from emulator.config import ServerOptions
 from producer.config import SourceConfig, parse_sources
 
-# The emulator's middlewares share per-request values under string keys, which aiohttp
-# 3.12+ reports with NotAppKeyWarning; under `filterwarnings = error` the warning would
-# fail every test that runs the real server in this folder.
+# The emulator's middlewares share per-request values under string keys, and aiohttp
+# 3.12+ reports that with NotAppKeyWarning. Under `filterwarnings = error` the warning
+# would fail every test in this folder that runs the real server.
 NOT_APP_KEY_WARNING = "ignore::aiohttp.web_exceptions.NotAppKeyWarning"
 HERE = Path(__file__).parent
 

@@ -81,7 +81,7 @@ def test_check_passes_on_each_root(emulator_site: EmulatorSite, deployment: str,
 
 
 def test_onyx_misspelt_space_key_fails(emulator_site: EmulatorSite) -> None:
-    """onyx #2642: a misspelt space key must be a visible error, not zero documents."""
+    """A misspelt space key must be a visible error, not a run with zero documents."""
     status, output = check(emulator_site, spaces={"include": ["ENG", "ENGG"]})
     assert status == 1
     spaces = row(output, "spaces")

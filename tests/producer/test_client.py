@@ -85,7 +85,8 @@ def test_redact_url_hides_secrets() -> None:
     assert redacted == "https://media.example/file/1?token=***&client=x&signature=***"
 
 
-def test_429_retry_after_honoured(emulator_site: EmulatorSite) -> None:
+def test_elastic_429_waits_for_retry_after(emulator_site: EmulatorSite) -> None:
+    """Elastic connectors retried 429 at once; the retry must wait for Retry-After."""
     add_fault(emulator_site, "GET /space:429:next=1:7")
     client, recorder = recorded_client(emulator_site, max_retry_after=60.0)
     with client:
@@ -182,7 +183,8 @@ def test_broken_responses_retried(emulator_site: EmulatorSite, kind: str) -> Non
     assert client.stats.retries == 1
 
 
-def test_forbidden_space_is_skippable(emulator_site: EmulatorSite) -> None:
+def test_onyx_forbidden_space_skipped_without_retry(emulator_site: EmulatorSite) -> None:
+    """Onyx retried a 403 seven times. A 403 on one space is skipped at once."""
     with ConfluenceClient(emulator_site.source("cloud")) as client:
         key = client.get("/space", {"limit": 1})["results"][0]["key"]
         add_fault(emulator_site, f"*:403space:1.0:{key}")

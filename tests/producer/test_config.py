@@ -55,8 +55,7 @@ def test_example_file_loads() -> None:
     assert set(sources) == {"acme_cloud", "acme_oauth", "intranet_dc"}
     assert sources["acme_cloud"].api_root == "https://acme.atlassian.net/wiki/rest/api"
     assert sources["acme_oauth"].api_root == (
-        "https://api.atlassian.com/ex/confluence/11111111-2222-4333-8444-555555555555"
-        "/wiki/rest/api"
+        "https://api.atlassian.com/ex/confluence/11111111-2222-4333-8444-555555555555/wiki/rest/api"
     )
     assert sources["intranet_dc"].api_root == "https://wiki.intranet.example/confluence/rest/api"
 
@@ -70,9 +69,7 @@ def test_defaults_applied() -> None:
     assert source.spaces.include == ()
     assert source.spaces.statuses == frozenset({"current"})
     assert source.spaces.types == frozenset({"global", "personal"})
-    assert source.content_types == frozenset(
-        {"page", "blogpost", "comment", "attachment", "label"}
-    )
+    assert source.content_types == frozenset({"page", "blogpost", "comment", "attachment", "label"})
     assert source.auth.token_url == DEFAULT_TOKEN_URL
 
 
@@ -225,9 +222,7 @@ def source_with_auth(auth: dict[str, Any], deployment: str = "datacenter") -> So
     return parse_sources(document)["acme"]
 
 
-def test_secrets_read_from_env_and_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_secrets_read_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DC_USER", "crawler")
     token_file = tmp_path / "password"
     token_file.write_text("pa55word\n", encoding="utf-8")

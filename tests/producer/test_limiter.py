@@ -12,7 +12,7 @@ from producer.limiter import RateLimiter, backoff_delay, parse_retry_after
 
 
 class FakeClock:
-    """A clock that moves only when told to, or when the limiter sleeps on it."""
+    """A clock that moves only when a test advances it or the limiter sleeps on it."""
 
     def __init__(self) -> None:
         self.now = 1000.0

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from emulator.model import ContentType
 from producer.client import ConfluenceClient
 from producer.errors import IncompleteListingError, RetriableError, SkippableError
 from producer.paging import (
@@ -103,7 +104,8 @@ def ids_of(pages: Any) -> list[str]:
 # Offset lists
 
 
-def test_offset_walks_to_the_end() -> None:
+def test_singer_offset_walks_from_zero_to_end() -> None:
+    """A Singer tap started at start=1 and skipped row 0; the walk starts at 0."""
     client = FakeClient(offset_server(103))
     assert ids_of(offset_pages(client, "/content", {"type": "page"}, limit=25)) == [
         str(index) for index in range(103)
@@ -185,8 +187,8 @@ def test_offset_response_without_results_rejected() -> None:
         list(offset_pages(client, "/space/ENG/content", limit=25))
 
 
-def test_onyx_datacenter_capped_limit_fake() -> None:
-    """onyx #4129: DC caps limit silently but advances next by the full limit."""
+def test_onyx_capped_limit_fake_server() -> None:
+    """Data Center caps limit silently but advances next by the full limit (Onyx)."""
     client = FakeClient(offset_server(502, cap=200, overcount_next=True))
     listed = ids_of(offset_pages(client, "/group/member", limit=500))
     assert listed == [str(index) for index in range(502)]
@@ -194,7 +196,7 @@ def test_onyx_datacenter_capped_limit_fake() -> None:
 
 
 def test_langchain_limit_is_a_hint_body_cap_100() -> None:
-    """langchain PR #3300: limit served as page size and total, with bodies capped at 100."""
+    """A limit used as page size and total lost rows past a cap of 100 (LangChain)."""
     client = FakeClient(offset_server(330, cap=100))
     listed = ids_of(offset_pages(client, "/content", {"expand": "body.storage"}, limit=250))
     assert len(listed) == 330
@@ -202,7 +204,7 @@ def test_langchain_limit_is_a_hint_body_cap_100() -> None:
 
 
 def test_airbyte_v2_style_start_ignored_raises() -> None:
-    """airbyte v2 cursor test: a server that ignores start returns the first page again."""
+    """Airbyte paged v2 streams by offset, but v2 ignores start and repeats page one."""
 
     def handle(path: str, query: dict[str, str]) -> dict[str, Any]:
         return {"results": rows(0, 25), "_links": {"next": f"{path}?cursor=abc"}}
@@ -288,7 +290,10 @@ def test_cursor_dedupes_rows_across_pages() -> None:
 
 
 def test_langchain_start_ignored_cursor_loop() -> None:
-    """langchain #12082: Cloud search ignores start; a repeated cursor must end the walk."""
+    """Cloud search ignores start, so a start loop repeated rows (LangChain).
+
+    A repeated cursor must end the walk with an error.
+    """
 
     def handle(path: str, query: dict[str, str]) -> dict[str, Any]:
         return {"results": rows(0, 10), "_links": {"next": "/rest/api/content/search?cursor=same"}}
@@ -351,8 +356,8 @@ def cql_ids(site: EmulatorSite, cql: str, deployment: str = "datacenter") -> set
         return {str(row["content"]["id"]) for page in pages for row in page.results}
 
 
-def test_unstructured_space_over_50_pages_fully_listed(start_emulator: StartEmulator) -> None:
-    """unstructured-ingest #645: a 50-per-space default limit dropped pages past 50."""
+def test_unstructured_space_past_50_pages(start_emulator: StartEmulator) -> None:
+    """A default limit of 50 per space dropped the pages past 50 (Unstructured)."""
     site = start_emulator(pages=300, spaces=2)
     with ConfluenceClient(site.source("cloud")) as client:
         pages = offset_pages(client, "/space/ENG/content/page", {"depth": "all"}, limit=25)
@@ -362,7 +367,7 @@ def test_unstructured_space_over_50_pages_fully_listed(start_emulator: StartEmul
     assert set(listed) == cql_ids(site, "space = ENG and type = page")
 
 
-def test_emulator_cursor_search_never_sends_start(start_emulator: StartEmulator) -> None:
+def test_cursor_search_never_sends_start(start_emulator: StartEmulator) -> None:
     site = start_emulator(search_short_page_rate=0.5)
     with ConfluenceClient(site.source("cloud")) as client:
         recording = RecordingClient(client)
@@ -374,10 +379,10 @@ def test_emulator_cursor_search_never_sends_start(start_emulator: StartEmulator)
     assert len(recording.calls) > 2
 
 
-def test_elastic_truncated_page_mid_listing_retries_cursor(
+def test_elastic_truncated_page_retries_cursor(
     start_emulator: StartEmulator,
 ) -> None:
-    """elastic #2393: a truncated body mid-listing must not end the listing early."""
+    """A truncated body mid-listing ended the listing early (Elastic connectors)."""
     site = start_emulator()
     site.control("POST", "/faults", {"rule": "GET /search:truncate:nth=3"})
     with ConfluenceClient(site.source("cloud")) as client:
@@ -390,8 +395,8 @@ def test_elastic_truncated_page_mid_listing_retries_cursor(
     assert len(listed) == len(set(listed))
 
 
-def test_elastic_listing_that_keeps_failing_raises(start_emulator: StartEmulator) -> None:
-    """elastic #2393: an unfinished listing must raise, never look complete."""
+def test_elastic_failing_listing_raises(start_emulator: StartEmulator) -> None:
+    """An unfinished listing must raise, so that no deletion is derived from it."""
     site = start_emulator()
     with ConfluenceClient(site.source("cloud", max_retries=1)) as client:
         pages = cursor_pages(client, "/search", {"cql": "type=page"}, limit=4)
@@ -403,7 +408,7 @@ def test_elastic_listing_that_keeps_failing_raises(start_emulator: StartEmulator
 
 
 def test_elastic_datacenter_search_without_next(start_emulator: StartEmulator) -> None:
-    """elastic #2631/#3320: DC /search carries no usable next; page by start instead."""
+    """Data Center /search carries no usable next link, so it is paged by start."""
     site = start_emulator(dc_quirks=True)
     with ConfluenceClient(site.source("datacenter")) as client:
         first = client.get("/search", {"cql": "type=page", "limit": 10})
@@ -415,8 +420,8 @@ def test_elastic_datacenter_search_without_next(start_emulator: StartEmulator) -
     assert set(listed) == cql_ids(site, "type=page", "cloud")
 
 
-def test_onyx_datacenter_capped_limit_overcounted_next(start_emulator: StartEmulator) -> None:
-    """onyx #4129: DC serves 20 rows for limit=50 while next advances start by 50."""
+def test_onyx_datacenter_capped_limit(start_emulator: StartEmulator) -> None:
+    """Data Center serves 20 rows for limit=50 while next advances start by 50."""
     site = start_emulator(dc_quirks=True, dc_limit_cap=20)
     params = {"type": "page", "spaceKey": "ENG"}
     with ConfluenceClient(site.source("datacenter")) as client:
@@ -430,8 +435,8 @@ def test_onyx_datacenter_capped_limit_overcounted_next(start_emulator: StartEmul
     assert listed == expected
 
 
-def test_onyx_504_on_large_body_pages_halves(start_emulator: StartEmulator) -> None:
-    """onyx PR #10147: 504 on big pages with bodies; halve the page size and go on."""
+def test_onyx_504_halves_page_size(start_emulator: StartEmulator) -> None:
+    """Large pages with bodies get 504, so the page size is halved and kept (Onyx)."""
     site = start_emulator()
     site.control("POST", "/faults", {"rule": "*:504limit:1.0:10"})
     params = {"expand": "body.storage", "depth": "all"}
@@ -442,3 +447,26 @@ def test_onyx_504_on_large_body_pages_halves(start_emulator: StartEmulator) -> N
     assert limits[:3] == [40, 20, 10]
     assert all(limit == 10 for limit in limits[3:])
     assert set(listed) == cql_ids(site, "space = ENG and type = page")
+
+
+@pytest.mark.parametrize("deployment", ["cloud", "datacenter"])
+def test_llamaindex_attachments_past_first_page(
+    start_emulator: StartEmulator, deployment: str
+) -> None:
+    """LlamaIndex and LangChain read one page of child/attachment and lost the rest.
+
+    On Data Center with quirks, the listing past 200 attachments also over-counts.
+    """
+    site = start_emulator(dc_quirks=True)
+    model = site.server.site
+    crowded = max(
+        (item for item in model.contents() if item.type == ContentType.PAGE),
+        key=lambda item: len(model.children(item.id, ContentType.ATTACHMENT)),
+    )
+    expected = {item.id for item in model.children(crowded.id, ContentType.ATTACHMENT)}
+    assert len(expected) > 50
+    with ConfluenceClient(site.source(deployment)) as client:
+        path = f"/content/{crowded.id}/child/attachment"
+        listed = ids_of(offset_pages(client, path, limit=50))
+    assert len(listed) == len(set(listed))
+    assert set(listed) == expected
