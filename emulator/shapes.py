@@ -293,9 +293,18 @@ def content_path(content: Content) -> str:
 
 
 def webui_link(ctx: ShapeContext, content: Content) -> str:
-    """Return the ``_links.webui`` of a content item."""
+    """Return the ``_links.webui`` of a content item.
+
+    Cloud links pages as ``/spaces/KEY/pages/ID/Title``; Data Center as
+    ``/display/KEY/Title``.
+    """
     space = ctx.site.space(content.space_key)
     key = content.space_key
+    if ctx.flavour == "datacenter" and content.type is ContentType.PAGE:
+        return f"/display/{key}/{title_slug(content.title)}"
+    if ctx.flavour == "datacenter" and content.type is ContentType.BLOGPOST:
+        day = content.created.astimezone(UTC)
+        return f"/display/{key}/{day:%Y/%m/%d}/{title_slug(content.title)}"
     if content.type is ContentType.PAGE:
         if space is not None and space.homepage_id == content.id:
             return f"/spaces/{key}/overview"

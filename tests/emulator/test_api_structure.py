@@ -403,3 +403,10 @@ def test_unknown_route_bodies(cloud: Api) -> None:
     assert posted.status_code == 405
     assert posted.json()["errors"][0]["code"] == "METHOD_NOT_ALLOWED"
     assert "Allow" not in posted.headers
+
+
+def test_datacenter_webui(datacenter: Api, emulator: ServerThread) -> None:
+    page = _first(_current_of(emulator, ContentType.PAGE))
+    item = datacenter.get_json(f"/content/{page.id}")
+    assert item["_links"]["webui"].startswith(f"/display/{page.space_key}/")
+    assert item["_links"]["base"] == datacenter.base
