@@ -63,6 +63,16 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments of ``confluence-producer check`` and run it."""
+    parser = argparse.ArgumentParser(
+        prog="confluence-producer check",
+        description="Check a source's credentials, scopes, API surface and spaces.",
+    )
+    add_check_arguments(parser)
+    return run_check(parser.parse_args(argv))
+
+
 def run_check(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     """Run every check of ``args.source`` and print the table; return the exit status."""
     stream = out or sys.stdout

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from producer.check import add_check_arguments, run_check
+from producer.check import add_check_arguments, main, run_check
 from tests.producer.conftest import EmulatorSite, StartEmulator
 
 
@@ -144,3 +144,14 @@ def test_check_missing_secret_exits_2(emulator_site: EmulatorSite) -> None:
     status, output = run_file(sources)
     assert status == 2
     assert "does not exist; write the secret into it" in output
+
+
+def test_check_command_line(
+    emulator_site: EmulatorSite, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = emulator_site.source_table("cloud")
+    sources = write_sources(emulator_site, emulator_site.folder / "sources.toml", "test", table)
+    status = main(["--source", "test", "--sources", str(sources)])
+    output = capsys.readouterr().out
+    assert status == 0, output
+    assert "ok" in row(output, "credentials")
