@@ -179,7 +179,9 @@ class CrawlJob:
     def run(self) -> JobResult:
         """Run the job and return its outcome; never raises for errors of the crawl itself."""
         started_monotonic = time.monotonic()
-        started_at = self.clock()
+        # Job records store milliseconds, so the watermark is kept at that precision too.
+        now = self.clock()
+        started_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
         job_id = new_job_id(started_at)
         window = self._choose_window(started_at, job_id)
         state = JobState(
