@@ -215,11 +215,19 @@ class ConfluenceClient:
         *,
         max_retries: int | None = None,
     ) -> dict[str, Any]:
-        """GET an API path or link and return its JSON object; see the module doc."""
+        """GET an API path or link and return its JSON object; see the module doc.
+
+        ``max_retries`` overrides the source's retries of 5xx, timeouts and broken bodies
+        for this request (paginators lower it to halve the page size sooner). A 429
+        always gets the source's ``max_retries``, because a smaller page does not help.
+        """
         url = self.url_for(path)
         query = {key: str(value) for key, value in (params or {}).items()}
-        retries_allowed = self.source.max_retries if max_retries is None else max_retries
-        attempt = 0
+        limits = {
+            "throttled": self.source.max_retries,
+            "failed": self.source.max_retries if max_retries is None else max_retries,
+        }
+        attempts = {"throttled": 0, "failed": 0}
         refreshed = False
         while True:
             waited = self.limiter.acquire()
@@ -234,20 +242,21 @@ class ConfluenceClient:
                     raise outcome.error
                 refreshed = True
                 continue
-            attempt += 1
-            if attempt > retries_allowed:
+            kind = "throttled" if outcome.status == 429 else "failed"
+            attempts[kind] += 1
+            if attempts[kind] > limits[kind]:
                 raise RetriableError(
-                    f"{outcome.reason} persisted after {retries_allowed} retries; the server "
+                    f"{outcome.reason} persisted after {limits[kind]} retries; the server "
                     "may be overloaded or rate limiting: retry the job later or lower "
                     "rate_limit/page_size",
                     method="GET",
                     url=redact_url(response_url(url, query)),
                     status=outcome.status,
                     excerpt=outcome.excerpt,
-                    attempts=attempt,
+                    attempts=attempts[kind],
                 )
             self.stats.count_retry()
-            self._wait_before_retry(url, query, outcome, attempt, retries_allowed)
+            self._wait_before_retry(url, query, outcome, attempts[kind], limits[kind])
 
     def current_user(self) -> dict[str, Any]:
         """Return ``/user/current``: account id, display name and ``timeZone``."""
@@ -268,21 +277,21 @@ class ConfluenceClient:
     def _wait_before_retry(
         self, url: str, query: Mapping[str, str], outcome: _Retry, attempt: int, allowed: int
     ) -> None:
-        ceiling = self.source.max_retry_after
-        if outcome.retry_after is not None:
-            wait = min(outcome.retry_after, ceiling)
+        backoff = backoff_delay(
+            attempt,
+            initial=self.source.backoff_initial,
+            maximum=self.source.backoff_max,
+            rng=self._rng,
+        )
+        # Retry-After is the minimum wait, as Atlassian's rate-limiting guide says, so a
+        # Data Center "Retry-After: 0" still backs off.
+        if outcome.retry_after is not None and outcome.retry_after >= backoff:
+            wait = outcome.retry_after
             source_of_wait = "Retry-After"
         else:
-            wait = min(
-                backoff_delay(
-                    attempt,
-                    initial=self.source.backoff_initial,
-                    maximum=self.source.backoff_max,
-                    rng=self._rng,
-                ),
-                ceiling,
-            )
+            wait = backoff
             source_of_wait = "backoff"
+        wait = min(wait, self.source.max_retry_after)
         level = logging.WARNING if attempt > 1 or outcome.status != 429 else logging.INFO
         logger.log(
             level,

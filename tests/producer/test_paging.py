@@ -470,3 +470,16 @@ def test_llamaindex_attachments_past_first_page(
         listed = ids_of(offset_pages(client, path, limit=50))
     assert len(listed) == len(set(listed))
     assert set(listed) == expected
+
+
+def test_rate_limited_listing_keeps_page_size(start_emulator: StartEmulator) -> None:
+    """A 429 gets the source's full retries and never halves the page size."""
+    site = start_emulator()
+    site.control("POST", "/faults", {"rule": "GET /space/ENG/content/page:429:next=3"})
+    source = site.source("cloud", max_retries=4, max_retry_after=0.05)
+    with ConfluenceClient(source) as client:
+        recording = RecordingClient(client)
+        listed = ids_of(offset_pages(recording, "/space/ENG/content/page", limit=10))
+        assert client.stats.by_status[429] == 3
+    assert {call[1]["limit"] for call in recording.calls} == {"10"}
+    assert set(listed) == cql_ids(site, "space = ENG and type = page")
