@@ -364,6 +364,9 @@ def test_roots_links(emulator: ServerThread) -> None:
         assert body["_links"]["self"] == f"{base}/rest/api/space"
         assert body["_links"]["next"] == "/rest/api/space?next=true&limit=1&start=1"
         assert body["results"][0]["_links"]["self"].startswith(base + "/rest/api/space/")
+        second = api.follow(body["_links"]["next"]).json()
+        assert second["start"] == 1
+        assert second["_links"]["prev"] == "/rest/api/space?prev=true&limit=1&start=0"
 
 
 def test_datacenter_user_shape(datacenter: Api, emulator: ServerThread) -> None:
