@@ -108,13 +108,13 @@ class OAuth2Auth:
         self._clock = clock
         self._lock = threading.Lock()
         self._access: Secret | None = None
-        self._expires_at = 0.0
+        self._refresh_at = 0.0
         self.granted_scopes: frozenset[str] = frozenset()
         self.refresh_count = 0
 
     def authorization(self) -> str:
         with self._lock:
-            if self._access is None or self._clock() >= self._expires_at - self._margin:
+            if self._access is None or self._clock() >= self._refresh_at:
                 self._refresh_locked()
             assert self._access is not None
             return "Bearer " + self._access.reveal()
@@ -164,7 +164,10 @@ class OAuth2Auth:
         if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
             expires_in = 3600
         self._access = Secret(access)
-        self._expires_at = self._clock() + float(expires_in)
+        # A token that lives shorter than twice the margin is refreshed at half its life,
+        # so that short lifetimes do not cause a refresh before every request.
+        lifetime = float(expires_in)
+        self._refresh_at = self._clock() + max(lifetime - self._margin, lifetime / 2)
         scope = payload.get("scope")
         if isinstance(scope, str):
             self.granted_scopes = frozenset(scope.split())

@@ -85,6 +85,19 @@ def test_access_token_reused_until_margin(emulator_site: EmulatorSite) -> None:
     assert auth.refresh_count == 2
 
 
+def test_short_lifetime_refreshed_at_half_life(emulator_site: EmulatorSite) -> None:
+    emulator_site.server.gate.set_token_lifetimes(access_token=120)
+    clock = FakeClock()
+    auth, _, _ = oauth_for(emulator_site, clock)
+    first = auth.authorization()
+    clock.now += 59
+    assert auth.authorization() == first
+    assert auth.refresh_count == 1
+    clock.now += 2
+    assert auth.authorization() != first
+    assert auth.refresh_count == 2
+
+
 def test_threads_share_one_refresh(emulator_site: EmulatorSite) -> None:
     auth, _, _ = oauth_for(emulator_site)
     headers: list[str] = []
