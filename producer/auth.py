@@ -142,6 +142,7 @@ class OAuth2Auth:
                 excerpt=error.excerpt,
                 attempts=TOKEN_REQUEST_ATTEMPTS,
             ) from None
+
         access = payload.get("access_token")
         new_refresh = payload.get("refresh_token")
         expires_in = payload.get("expires_in", 3600)
@@ -161,6 +162,7 @@ class OAuth2Auth:
                 "OAuth token response carried no refresh_token; keeping the stored one "
                 "(grant the offline_access scope to receive rotating refresh tokens)"
             )
+
         if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
             expires_in = 3600
         self._access = Secret(access)
@@ -168,6 +170,7 @@ class OAuth2Auth:
         # so that short lifetimes do not cause a refresh before every request.
         lifetime = float(expires_in)
         self._refresh_at = self._clock() + max(lifetime - self._margin, lifetime / 2)
+
         scope = payload.get("scope")
         if isinstance(scope, str):
             self.granted_scopes = frozenset(scope.split())
@@ -282,4 +285,6 @@ def build_authenticator(
             refresh_margin=auth.refresh_margin.total_seconds(),
             session=session,
         )
-    raise ConfigurationError([f"auth.method: unknown method {auth.method!r}"])
+    raise ConfigurationError(
+        [f"auth.method: unknown method {auth.method!r}; use basic, pat or oauth2"]
+    )

@@ -176,12 +176,14 @@ def _check_scopes(source: SourceConfig, client: ConfluenceClient) -> CheckResult
             f"{redact_url(url)} returned HTTP {response.status_code}",
             "renew the OAuth grant",
         )
+
     try:
         resources = response.json()
     except ValueError:
         resources = None
     if not isinstance(resources, list):
         return CheckResult("scopes", False, "accessible-resources did not return a list", "")
+
     site = next(
         (
             item
@@ -200,6 +202,7 @@ def _check_scopes(source: SourceConfig, client: ConfluenceClient) -> CheckResult
             f"the grant does not cover cloud id {source.cloud_id}",
             f"set cloud_id to one of: {known or 'none (the grant covers no site)'}",
         )
+
     granted = {str(scope) for scope in site.get("scopes", [])}
     # offline_access yields the refresh token and is not listed per site.
     missing = sorted(set(source.auth.scopes) - granted - {"offline_access"})

@@ -283,7 +283,7 @@ class ConfluenceClient:
             maximum=self.source.backoff_max,
             rng=self._rng,
         )
-        # Retry-After is the minimum wait, as Atlassian's rate-limiting guide says, so a
+        # Retry-After is the minimum wait, as Atlassian's rate-limiting guide recommends, so a
         # Data Center "Retry-After: 0" still backs off.
         if outcome.retry_after is not None and outcome.retry_after >= backoff:
             wait = outcome.retry_after
@@ -347,11 +347,14 @@ class ConfluenceClient:
             "status": status,
             "excerpt": excerpt,
         }
+
         if status == 200:
             return self._parse_json(body, evidence)
+
         if status in RETRIED_STATUSES:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             return _Retry(f"HTTP {status}", status, retry_after, excerpt)
+
         if status == 401:
             return _Unauthorized(
                 FatalError(
@@ -360,6 +363,7 @@ class ConfluenceClient:
                     **evidence,
                 )
             )
+
         if status == 403:
             text = body.decode("utf-8", errors="replace")
             if any(marker in text for marker in REJECTED_CREDENTIAL_MARKERS):
@@ -372,12 +376,14 @@ class ConfluenceClient:
                 "grant it access or exclude the resource",
                 **evidence,
             )
+
         if status == 404:
             raise SkippableError(
                 "not found (HTTP 404): the resource does not exist or is not visible to "
                 "the account",
                 **evidence,
             )
+
         if status == 410:
             raise FatalError(
                 "the endpoint was removed (HTTP 410 Gone): Cloud removed deprecated v1 "
@@ -385,12 +391,14 @@ class ConfluenceClient:
                 "(email and API token) on https://SITE.atlassian.net",
                 **evidence,
             )
+
         if status == 400:
             raise FatalError(
                 "the server rejected the request as invalid (HTTP 400); the query the "
                 "producer built is wrong for this server, see the excerpt",
                 **evidence,
             )
+
         if 300 <= status < 400:
             location = redact_url(response.headers.get("Location", ""))
             raise FatalError(
