@@ -151,6 +151,7 @@ def create_app(options: ServerOptions, site: Site | None = None) -> web.Applicat
         short_page_rate=options.search_short_page_rate,
         dc_quirks=options.dc_quirks,
         dc_limit_cap=options.dc_limit_cap,
+        cloud_quirks=options.cloud_quirks,
     )
     app[GATE_KEY] = gate
     app[LATENCY_KEY] = latency

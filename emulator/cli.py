@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows a Data Center /content page serves at most with --dc-quirks",
     )
     serve.add_argument(
+        "--cloud-quirks",
+        action="store_true",
+        help="Cloud quirk: offset lists send a next link with a full last page and with "
+        "the empty page past the end",
+    )
+    serve.add_argument(
         "--v1-gone",
         action="store_true",
         help="respond to deprecated v1 reads on the OAuth gateway with 410 Gone",
@@ -155,6 +161,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         search_short_page_rate=args.search_short_pages,
         dc_quirks=args.dc_quirks,
         dc_limit_cap=args.dc_limit_cap,
+        cloud_quirks=args.cloud_quirks,
         v1_gone=args.v1_gone,
         control=args.control,
         user_email=args.user_email,

@@ -65,6 +65,7 @@ class ServerOptions:
     search_lag: float = 0.0
     dc_quirks: bool = False
     dc_limit_cap: int = 200
+    cloud_quirks: bool = False
     search_short_page_rate: float = 0.1
     v1_gone: bool = False
     control: bool = False

@@ -27,7 +27,7 @@ Endpoints (all under ``/_emulator``):
 - ``GET``/``POST``/``DELETE /faults`` (``rule``: ``[METHOD ]ROUTE:KIND:WHEN[:ARG]``).
 - ``GET``/``POST /search`` (``lag_seconds``, ``short_page_rate``, ``body_limit``).
 - ``GET``/``POST /server`` (``latency_ms``, ``latency_jitter_ms``, ``dc_quirks``,
-  ``dc_limit_cap``, ``v1_gone``).
+  ``dc_limit_cap``, ``cloud_quirks``, ``v1_gone``).
 - ``GET /counters`` and ``POST /counters/reset``.
 - ``POST /oauth/grant`` (``scopes``): a consent for the emulator's OAuth client, returning
   its tokens.
@@ -479,6 +479,7 @@ def _server_body(request: web.Request) -> dict[str, Any]:
         "latency_jitter_ms": latency.jitter_ms,
         "dc_quirks": state.dc_quirks,
         "dc_limit_cap": state.dc_limit_cap,
+        "cloud_quirks": state.cloud_quirks,
         "v1_gone": _gate(request).v1_gone,
     }
 
@@ -504,6 +505,9 @@ async def set_server(request: web.Request) -> web.Response:
     quirks = _field(payload, "dc_quirks", bool)
     if quirks is not None:
         state.dc_quirks = quirks
+    cloud_quirks = _field(payload, "cloud_quirks", bool)
+    if cloud_quirks is not None:
+        state.cloud_quirks = cloud_quirks
     cap = _field(payload, "dc_limit_cap", int)
     if cap is not None:
         if cap < 1:

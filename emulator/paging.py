@@ -140,6 +140,8 @@ class PageRequest:
     limit: int
     rows: int
     overcount_next: bool = False
+    # Cloud quirk: a full last page and an empty page past the end still carry `next`.
+    next_past_end: bool = False
 
 
 def parse_page(
@@ -149,11 +151,14 @@ def parse_page(
     *,
     expand_paths: Sequence[str] = (),
     silent_cap: int | None = None,
+    next_past_end: bool = False,
 ) -> PageRequest:
     """Validate ``start`` and ``limit`` of an offset list against the route's policy.
 
     ``silent_cap`` imitates Data Center: rows are capped without changing the echoed
     ``limit``, and the next link advances ``start`` by the full ``limit``.
+    ``next_past_end`` imitates Cloud sending a next link with a full last page and with
+    an empty page past the end.
     Raises PagingError with the body Confluence Cloud sends for the bad value.
     """
     start = _parse_int(start_raw, 0)
@@ -196,8 +201,14 @@ def parse_page(
     if cap is not None and limit > cap:
         limit = cap
     if silent_cap is not None and limit > silent_cap:
-        return PageRequest(start=start, limit=limit, rows=silent_cap, overcount_next=True)
-    return PageRequest(start=start, limit=limit, rows=limit)
+        return PageRequest(
+            start=start,
+            limit=limit,
+            rows=silent_cap,
+            overcount_next=True,
+            next_past_end=next_past_end,
+        )
+    return PageRequest(start=start, limit=limit, rows=limit, next_past_end=next_past_end)
 
 
 @dataclass(frozen=True)
@@ -213,7 +224,8 @@ class OffsetPage:
 def slice_page(total: int, request: PageRequest, policy: LimitPolicy) -> OffsetPage:
     """Compute which rows of a list of ``total`` rows one page serves, and its neighbours.
 
-    Past the end the page is empty and has no next link. ``limit=0`` gives an empty page;
+    Past the end the page is empty and has no next link, unless the request asks for
+    Cloud's next link past the end. ``limit=0`` gives an empty page;
     on ``/content`` Cloud still sends a next link with the same ``start``.
     """
     start = request.start
@@ -224,6 +236,8 @@ def slice_page(total: int, request: PageRequest, policy: LimitPolicy) -> OffsetP
         next_start = start if policy.zero_limit_keeps_next and start < total else None
     elif end < total:
         next_start = start + request.limit if request.overcount_next else end
+    elif request.next_past_end and (start >= total or end - start == request.rows):
+        next_start = start + request.limit
     else:
         next_start = None
     prev_start = max(0, start - request.limit) if start > 0 and request.limit > 0 else None

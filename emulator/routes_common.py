@@ -102,6 +102,7 @@ class EmulatorState:
     short_page_rate: float = 0.1
     dc_quirks: bool = False
     dc_limit_cap: int = 200
+    cloud_quirks: bool = False
     # Characters of `body.storage` that `/search` hits carry; None serves the full body.
     search_body_limit: int | None = 1024
     media_secret: bytes = field(default_factory=lambda: secrets.token_bytes(16))
@@ -274,6 +275,7 @@ def request_page(
     silent_cap: int | None = None,
 ) -> PageRequest:
     """Validate ``start`` and ``limit`` of an offset list; raise ApiError with Cloud's 400."""
+    state = state_of(request)
     try:
         return parse_page(
             request.query.get("start"),
@@ -281,6 +283,7 @@ def request_page(
             policy,
             expand_paths=expand_paths(expand),
             silent_cap=silent_cap,
+            next_past_end=state.cloud_quirks and flavour_of(request) != "datacenter",
         )
     except PagingError as error:
         raise ApiError(error.status, error.body) from None

@@ -309,3 +309,22 @@ def test_comment_location_and_depth(cloud: Api, emulator: ServerThread) -> None:
             item.id for item in on_page if (item.comment_location or "footer") == location
         ]
         assert all(entry["extensions"]["location"] == location for entry in listed)
+
+
+def test_cloud_quirk_next_past_end(fresh_emulator: ServerThread) -> None:
+    cloud = api_for(fresh_emulator, "cloud")
+    assert cloud.control("POST", "/server", {"cloud_quirks": True}).json()["cloud_quirks"]
+    total = len(fresh_emulator.site.spaces)
+    body = cloud.get_json("/space", limit=total)
+    assert body["size"] == total
+    assert body["_links"]["next"] == f"/rest/api/space?next=true&limit={total}&start={total}"
+    empty = cloud.follow(body["_links"]["next"]).json()
+    assert empty["results"] == []
+    assert "next" in empty["_links"]
+    # A walk that stops on an empty page still gets every space exactly once.
+    assert [item["key"] for item in walk(cloud, "/space", limit=1)] == sorted(
+        fresh_emulator.site.spaces
+    )
+    # Data Center is not affected.
+    datacenter = api_for(fresh_emulator, "datacenter")
+    assert "next" not in datacenter.get_json("/space", limit=total)["_links"]

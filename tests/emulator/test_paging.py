@@ -247,3 +247,13 @@ def test_cursor_without_index_scans() -> None:
         shifted, None, decode_cursor(first.next_cursor), 3, short_page_rate=0, seed=2
     )
     assert shifted[second.start : second.end] == ["3", "4", "5"]
+
+
+def test_next_past_end_quirk() -> None:
+    full_last = slice_page(50, parse_page("25", "25", CONTENT, next_past_end=True), CONTENT)
+    assert full_last.next_start == 50
+    empty = slice_page(50, parse_page("50", "25", CONTENT, next_past_end=True), CONTENT)
+    assert empty.end == empty.start
+    assert empty.next_start == 75
+    short_last = slice_page(40, parse_page("25", "25", CONTENT, next_past_end=True), CONTENT)
+    assert short_last.next_start is None
