@@ -1,5 +1,5 @@
 """CQL search over HTTP: cursor-only paging with short pages, index lag, archived content,
-the ``/search`` wrapper against ``/content/search``, and the refusals."""
+the ``/search`` wrapper against ``/content/search``, and the rejections."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_archived_space_needs_flag(cloud: Api, emulator: ServerThread) -> None:
     key = archived[0]
     hidden, _ = search_walk(cloud, "/content/search", cql=f"space = {key}", limit=50)
     assert hidden == []
-    shown, _ = search_walk(
+    included, _ = search_walk(
         cloud,
         "/content/search",
         cql=f"space = {key} and type = page",
@@ -141,7 +141,7 @@ def test_archived_space_needs_flag(cloud: Api, emulator: ServerThread) -> None:
         for item in emulator.site.space_contents(key, ContentType.PAGE)
         if item.status is ContentStatus.CURRENT
     }
-    assert set(shown) == expected
+    assert set(included) == expected
     assert expected
 
 
@@ -223,8 +223,8 @@ def test_date_literals_in_user_zone(cloud: Api, emulator: ServerThread) -> None:
     offset = floor.astimezone(zone).utcoffset()
     assert offset is not None
     assert offset != timedelta(0), "the API user's zone must differ from UTC"
-    # East of UTC a wall-clock text read in the zone is earlier than read as UTC, so
-    # compare with `<` against the next minute; west of UTC compare with `>=`.
+    # East of UTC a wall-clock text read in the zone is earlier than read as UTC, so the
+    # test compares with `<` against the next minute. West of UTC it compares with `>=`.
     if offset > timedelta(0):
         bound, operator = floor + timedelta(minutes=1), "<"
     else:
