@@ -97,8 +97,8 @@ def test_statuses(cloud: Api, emulator: ServerThread) -> None:
         "message": "com.atlassian.confluence.api.service.exceptions.api.NotFoundException: "
         f"No content found with id : {trashed.id}",
     }
-    shown = cloud.get_json(f"/content/{trashed.id}", status="trashed")
-    assert shown["status"] == "trashed"
+    trashed_item = cloud.get_json(f"/content/{trashed.id}", status="trashed")
+    assert trashed_item["status"] == "trashed"
     assert cloud.get_json(f"/content/{trashed.id}", status="any")["status"] == "trashed"
     draft = next(item for item in site.contents() if item.status is ContentStatus.DRAFT)
     assert cloud.get(f"/content/{draft.id}").status_code == 404

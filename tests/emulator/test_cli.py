@@ -111,8 +111,10 @@ def test_serve_prints_and_serves(served: tuple[subprocess.Popen[str], dict[str, 
     )
     assert response.status_code == 200
     assert response.json()["results"]
-    refused = requests.get(cloud + "/rest/api/space", auth=("cli@example.com", "wrong"), timeout=30)
-    assert refused.status_code == 403
+    wrong_token = requests.get(
+        cloud + "/rest/api/space", auth=("cli@example.com", "wrong"), timeout=30
+    )
+    assert wrong_token.status_code == 403
     assert process.poll() is None
 
 

@@ -66,15 +66,15 @@ def test_trash_restore_purge(fresh_emulator: ServerThread) -> None:
     assert api.control("POST", f"/content/{page_id}/restore").json()["status"] == "current"
     assert api.get_json(f"/content/{page_id}")["status"] == "current"
 
-    refused = api.control("POST", f"/content/{page_id}/purge")
-    assert refused.status_code == 400
-    assert page_id in refused.json()["error"]
+    rejected_purge = api.control("POST", f"/content/{page_id}/purge")
+    assert rejected_purge.status_code == 400
+    assert page_id in rejected_purge.json()["error"]
 
     api.control("POST", f"/content/{page_id}/trash")
     assert api.control("POST", f"/content/{page_id}/purge").status_code == 200
-    gone = api.get(f"/content/{page_id}", status="any")
-    assert gone.status_code == 404
-    assert gone.json()["message"].endswith(f"No content found with id : {page_id}")
+    purged = api.get(f"/content/{page_id}", status="any")
+    assert purged.status_code == 404
+    assert purged.json()["message"].endswith(f"No content found with id : {page_id}")
 
 
 def test_archive_space(fresh_emulator: ServerThread) -> None:
@@ -192,8 +192,8 @@ def test_oauth_grant_and_v1_gone(fresh_emulator: ServerThread) -> None:
 
     switched = api.control("POST", "/server", {"v1_gone": True})
     assert switched.json()["v1_gone"] is True
-    gone = bearer.get(space_url, timeout=30)
-    assert gone.status_code == 410
+    v1_read = bearer.get(space_url, timeout=30)
+    assert v1_read.status_code == 410
     assert bearer.get(search_url, params={"cql": "type = page"}, timeout=30).status_code == 200
     # Basic auth on the Cloud site root still serves the v1 reads.
     assert api_for(fresh_emulator, "cloud").get("/space").status_code == 200
