@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import orjson
 import requests
@@ -68,6 +68,8 @@ REJECTED_CREDENTIAL_MARKERS = (
     "Current user not permitted to use Confluence",
 )
 USER_AGENT = "confluence-stream-producer/0.1"
+MAX_REDIRECTS = 5
+DOWNLOAD_CHUNK_BYTES = 1 << 16
 
 
 def redact_url(url: str) -> str:
@@ -258,6 +260,68 @@ class ConfluenceClient:
             self.stats.count_retry()
             self._wait_before_retry(url, query, outcome, attempts[kind], limits[kind])
 
+    def download(self, link: str, *, max_bytes: int | None = None) -> bytes:
+        """Download an attachment from its ``_links.download`` link and return the bytes.
+
+        Redirects are followed here, not by requests: Authorization goes only to the
+        source's own origin, so Cloud's redirect to its media service (another host,
+        authorized by a token in the query) gets no credentials. Raises SkippableError
+        for 403, 404 and files above ``max_bytes``, RetriableError once 429, 5xx or
+        network errors persist, and FatalError for other statuses.
+        """
+        url = self.link_url(link)
+        failures = 0
+        hops = 0
+        while True:
+            same_origin = _origin_of(url) == self._origin
+            headers = {"Accept": "*/*"}
+            if same_origin:
+                headers["Authorization"] = self.authenticator.authorization()
+                waited = self.limiter.acquire()
+                if waited > 0:
+                    self.stats.count_rate_limit_wait(waited)
+            outcome = self._fetch_bytes(url, headers, max_bytes)
+            if isinstance(outcome, bytes):
+                return outcome
+            if isinstance(outcome, str):
+                hops += 1
+                if hops > MAX_REDIRECTS:
+                    raise FatalError(
+                        f"download of {redact_url(link)} redirected more than {MAX_REDIRECTS} "
+                        "times; check the link",
+                        method="GET",
+                        url=redact_url(url),
+                    )
+                url = outcome
+                continue
+            failures += 1
+            if failures > self.source.max_retries:
+                raise RetriableError(
+                    f"download failed: {outcome.reason} persisted after "
+                    f"{self.source.max_retries} retries; retry the job later",
+                    method="GET",
+                    url=redact_url(url),
+                    status=outcome.status,
+                    excerpt=outcome.excerpt,
+                    attempts=failures,
+                )
+            self.stats.count_retry()
+            self._wait_before_retry(url, {}, outcome, failures, self.source.max_retries)
+
+    def link_url(self, link: str) -> str:
+        """Return the absolute URL of a context-relative ``_links`` link.
+
+        ``_links.next`` and ``_links.download`` are relative to ``_links.base``, which
+        ends in ``/wiki`` on Cloud and in the context path on Data Center.
+        """
+        if link.startswith(("http://", "https://")):
+            return link
+        if link.startswith("/rest/api") or (
+            self._base_path and link.startswith(self._base_path + "/")
+        ):
+            return self.url_for(link)
+        return self.source.api_base + ("" if link.startswith("/") else "/") + link
+
     def current_user(self) -> dict[str, Any]:
         """Return ``/user/current``: account id, display name and ``timeZone``."""
         return self.get("/user/current")
@@ -335,6 +399,73 @@ class ConfluenceClient:
         self.stats.count_call(response.status_code)
         self._log_request(url, query, response.status_code, started)
         return self._classify(url, query, response, body)
+
+    def _fetch_bytes(
+        self, url: str, headers: Mapping[str, str], max_bytes: int | None
+    ) -> bytes | str | _Retry:
+        """GET a download URL once: the bytes, a redirect target (str), or a retry."""
+        started = time.monotonic()
+        try:
+            response = self.session.get(
+                url,
+                headers=dict(headers),
+                timeout=(min(10.0, self.source.request_timeout), self.source.request_timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.Timeout as error:
+            self.stats.count_call(None)
+            return _Retry(f"timeout ({type(error).__name__})", None)
+        except requests.ConnectionError as error:
+            self.stats.count_call(None)
+            return _Retry(f"connection error ({type(error).__name__})", None)
+        with response:
+            status = response.status_code
+            self.stats.count_call(status)
+            self._log_request(url, {}, status, started)
+            location = response.headers.get("Location")
+            if 300 <= status < 400 and location:
+                return urljoin(url, location)
+            if status == 200:
+                return self._read_limited(response, url, max_bytes)
+            body = response.raw.read(4096, decode_content=True) or b""
+        evidence: dict[str, Any] = {
+            "method": "GET",
+            "url": redact_url(url),
+            "status": status,
+            "excerpt": excerpt_of(body),
+        }
+        if status in RETRIED_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return _Retry(f"HTTP {status}", status, retry_after, evidence["excerpt"])
+        if status in (403, 404):
+            raise SkippableError(
+                f"download failed with HTTP {status}: the attachment is gone or not "
+                "visible to the account",
+                **evidence,
+            )
+        raise FatalError(f"download failed with unexpected HTTP {status}", **evidence)
+
+    @staticmethod
+    def _read_limited(
+        response: requests.Response, url: str, max_bytes: int | None
+    ) -> bytes | _Retry:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise SkippableError(
+                        f"download is larger than max_bytes={max_bytes}; skipped",
+                        method="GET",
+                        url=redact_url(url),
+                        status=200,
+                    )
+                chunks.append(chunk)
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            return _Retry(f"download cut off ({type(error).__name__})", None)
+        return b"".join(chunks)
 
     def _classify(
         self, url: str, query: Mapping[str, str], response: requests.Response, body: bytes
@@ -453,6 +584,11 @@ class _Unauthorized:
     """A 401, with the error to raise when a refresh does not help."""
 
     error: ProducerError
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def response_url(url: str, query: Mapping[str, str]) -> str:

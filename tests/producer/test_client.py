@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from emulator.model import ContentStatus, ContentType
 from producer.client import ConfluenceClient, redact_url
 from producer.errors import FatalError, RetriableError, SkippableError
 from producer.limiter import RateLimiter
@@ -271,3 +274,88 @@ def test_limiter_pool_sized_to_concurrency(emulator_site: EmulatorSite) -> None:
     with ConfluenceClient(source) as client:
         adapter = client.session.get_adapter(source.api_root)
         assert adapter._pool_maxsize == 7  # type: ignore[attr-defined]
+
+
+def test_download_attachment_follows_redirect(emulator_site: EmulatorSite) -> None:
+    model = emulator_site.server.site
+    attachment = next(
+        item
+        for item in model.contents()
+        if item.type == ContentType.ATTACHMENT and item.status == ContentStatus.CURRENT
+    )
+    with ConfluenceClient(emulator_site.source("cloud")) as client:
+        listing = client.get(f"/content/{attachment.container_id}/child/attachment", {"limit": 200})
+        row = next(item for item in listing["results"] if item["id"] == attachment.id)
+        data = client.download(row["_links"]["download"])
+    assert len(data) == row["extensions"]["fileSize"]
+    assert client.stats.by_status[302] == 1
+
+
+class RecordingHandler(BaseHTTPRequestHandler):
+    """Records each request's path and Authorization header on its server."""
+
+    def do_GET(self) -> None:
+        server = self.server
+        assert isinstance(server, RecordingServer)
+        server.seen.append((self.path, self.headers.get("Authorization")))
+        if server.redirect_to is not None:
+            self.send_response(302)
+            self.send_header("Location", server.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"file-bytes"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+class RecordingServer(ThreadingHTTPServer):
+    def __init__(self, redirect_to: str | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), RecordingHandler)
+        self.seen: list[tuple[str, str | None]] = []
+        self.redirect_to = redirect_to
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=10)
+
+
+def test_download_redirect_drops_authorization(emulator_site: EmulatorSite) -> None:
+    """A redirect to another host (Cloud's media service) must not get the credentials."""
+    media = RecordingServer()
+    site_server = RecordingServer(redirect_to=f"{media.origin}/file/1?token=media-token")
+    try:
+        source = emulator_site.source("cloud", base_url=site_server.origin)
+        with ConfluenceClient(source) as client:
+            data = client.download("/download/attachments/1/report.pdf?version=1")
+    finally:
+        site_server.stop()
+        media.stop()
+    assert data == b"file-bytes"
+    assert site_server.seen[0][0] == "/wiki/download/attachments/1/report.pdf?version=1"
+    assert site_server.seen[0][1] is not None
+    assert site_server.seen[0][1].startswith("Basic ")
+    assert media.seen == [("/file/1?token=media-token", None)]
+
+
+def test_download_larger_than_limit_skipped(emulator_site: EmulatorSite) -> None:
+    media = RecordingServer()
+    try:
+        source = emulator_site.source("cloud", base_url=media.origin)
+        with ConfluenceClient(source) as client, pytest.raises(SkippableError, match="larger"):
+            client.download("/download/attachments/1/big.bin", max_bytes=4)
+    finally:
+        media.stop()
