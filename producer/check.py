@@ -146,6 +146,19 @@ def _check_credentials(
             )
         )
         return None
+    if user.get("type") == "anonymous":
+        # Data Center treats an unknown personal access token as no credential at all
+        # when anonymous access is on, so the crawl would see only public spaces.
+        results.append(
+            CheckResult(
+                "credentials",
+                False,
+                "the server treated the request as anonymous",
+                f"the credentials of sources.{source.id}.auth are wrong or expired: "
+                "replace the token",
+            )
+        )
+        return None
     name = user.get("displayName") or user.get("username") or user.get("publicName") or "?"
     account = user.get("accountId") or user.get("userKey") or user.get("username") or "?"
     results.append(CheckResult("credentials", True, f"signed in as {name} ({account})"))

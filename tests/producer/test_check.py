@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
+import threading
 import tomllib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +158,40 @@ def test_check_command_line(
     output = capsys.readouterr().out
     assert status == 0, output
     assert "ok" in row(output, "credentials")
+
+
+class AnonymousUserHandler(BaseHTTPRequestHandler):
+    """Data Center that treats every caller as anonymous, as it does for an unknown PAT."""
+
+    def do_GET(self) -> None:
+        if not self.path.startswith("/rest/api/user/current"):
+            self.send_error(404)
+            return
+        body = json.dumps({"type": "anonymous", "displayName": "Anonymous"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+def test_check_anonymous_user_fails(emulator_site: EmulatorSite) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AnonymousUserHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        table = emulator_site.source_table("datacenter", auth="pat", base_url=origin)
+        status, output = run_file(
+            write_sources(emulator_site, emulator_site.folder / "sources.toml", "test", table)
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert status == 1
+    assert "treated the request as anonymous" in row(output, "credentials")
+    assert "replace the token" in output
