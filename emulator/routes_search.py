@@ -35,6 +35,7 @@ from emulator.paging import (
     parse_search_start,
 )
 from emulator.routes_common import (
+    BAD_REQUEST_CLASS,
     ApiError,
     EmulatorState,
     flavour_of,
@@ -47,6 +48,7 @@ from emulator.shapes import (
     Expand,
     ShapeContext,
     content_json,
+    escape_html,
     expand_paths,
     search_result_json,
 )
@@ -257,8 +259,58 @@ def _self_link(ctx: ShapeContext, request: web.Request, route: str) -> str:
     return f"{ctx.base}{route}" + (f"?{query}" if query else "")
 
 
+EXCERPT_MODES = ("highlight", "indexed", "none", "highlight_unescaped", "indexed_unescaped")
+HIGHLIGHT_START = "@@@hl@@@"
+HIGHLIGHT_END = "@@@endhl@@@"
+_TEXT_CLAUSE = re.compile(
+    r"\b(?:title|text|siteSearch)\s*~\s*(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^\s()]+)",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"\w+")
+
+
 def _excerpt_mode(request: web.Request) -> str:
-    return request.query.get("excerpt", "highlight")
+    mode = request.query.get("excerpt", "highlight")
+    if mode not in EXCERPT_MODES:
+        raise ApiError(
+            400,
+            {
+                "statusCode": 400,
+                "message": f"{BAD_REQUEST_CLASS}: Invalid excerpt '{mode}': use one of "
+                + ", ".join(EXCERPT_MODES),
+            },
+        )
+    return mode
+
+
+def highlight_terms(query_text: str) -> set[str]:
+    """Return the lower-cased words of the query's ``title``, ``text`` and ``siteSearch``
+    clauses, which Cloud marks in the titles and excerpts of ``/search`` hits."""
+    terms: set[str] = set()
+    for match in _TEXT_CLAUSE.finditer(query_text):
+        value = match.group(1).strip("\"'")
+        terms.update(word.casefold() for word in _WORD.findall(value))
+    return terms
+
+
+def highlight(text: str, terms: set[str]) -> str:
+    """Wrap each word of ``text`` that is one of ``terms`` in Cloud's highlight markers."""
+    if not terms:
+        return text
+    return _WORD.sub(
+        lambda word: (
+            f"{HIGHLIGHT_START}{word.group(0)}{HIGHLIGHT_END}"
+            if word.group(0).casefold() in terms
+            else word.group(0)
+        ),
+        text,
+    )
+
+
+def _present_text(text: str, mode: str, terms: set[str]) -> str:
+    # Markers go in after escaping, so `<` in a title never hides a marker.
+    escaped = text if mode.endswith("_unescaped") else escape_html(text)
+    return highlight(escaped, terms) if mode.startswith("highlight") else escaped
 
 
 async def search(request: web.Request) -> web.Response:
@@ -268,17 +320,23 @@ async def search(request: web.Request) -> web.Response:
     tree = request_expand(request, use_defaults_when_absent=False)
     content_expand: Expand = tree.get("content", {})
     route = "/rest/api/search"
+    excerpt_mode = _excerpt_mode(request)
     page = _run_search(request, content_expand, route=route, wrapper=True)
     ctx = dataclasses.replace(
         shape_of(request), search_style=True, body_limit=state.search_body_limit
     )
 
-    excerpt_mode = _excerpt_mode(request)
+    terms = highlight_terms(page.cql)
     results: list[dict[str, Any]] = []
     for item in page.items:
         result = search_result_json(ctx, item, content_expand)
+        # The wrapper's title and excerpt are presentation text: escaped and highlighted
+        # by default, so a crawler must take the title from `content.title`.
+        result["title"] = _present_text(item.title, excerpt_mode, terms)
         if excerpt_mode == "none":
             result["excerpt"] = ""
+        else:
+            result["excerpt"] = _present_text(result["excerpt"], excerpt_mode, terms)
         results.append(result)
 
     links: dict[str, str] = {"base": ctx.base, "context": ctx.context}

@@ -270,7 +270,7 @@ def _description_json(space: Space, expand: Expand) -> JSON:
         del expandable["plain"]
     if "view" in expand:
         description["view"] = {
-            "value": f"<p>{_escape_html(space.description)}</p>" if space.description else "",
+            "value": f"<p>{escape_html(space.description)}</p>" if space.description else "",
             "representation": "view",
             "embeddedContent": [],
         }
@@ -280,8 +280,11 @@ def _description_json(space: Space, expand: Expand) -> JSON:
     return description
 
 
-def _escape_html(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def escape_html(text: str) -> str:
+    """Escape text for HTML the way Confluence escapes search titles (``"`` included)."""
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
 
 
 # --- content ----------------------------------------------------------------------
@@ -843,7 +846,7 @@ def search_result_json(ctx: ShapeContext, content: Content, expand: Expand) -> J
     web = webui_link(ctx, content)
     result: JSON = {
         "content": content_json(ctx, content, expand),
-        "title": _escape_html(content.title).replace('"', "&quot;"),
+        "title": escape_html(content.title),
         "excerpt": excerpt,
         "url": web,
         "resultGlobalContainer": {

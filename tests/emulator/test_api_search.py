@@ -240,3 +240,32 @@ def test_date_literals_in_user_zone(cloud: Api, emulator: ServerThread) -> None:
         "/content/search", cql=f'id = {page_id} and lastmodified {operator} "{utc_text}"'
     )
     assert as_utc["results"] == []
+
+
+def test_hit_titles_highlighted(cloud: Api, emulator: ServerThread) -> None:
+    page_id = sorted(visible_pages(emulator), key=int)[0]
+    page = emulator.site.content(page_id)
+    assert page is not None
+    word = page.title.split()[0]
+    query = f'id = {page_id} and title ~ "{word}"'
+    hit = cloud.get_json("/search", cql=query)["results"][0]
+    assert f"@@@hl@@@{word}@@@endhl@@@" in hit["title"]
+    assert hit["content"]["title"] == page.title
+    plain = cloud.get_json("/search", cql=query, excerpt="indexed")["results"][0]
+    assert "@@@hl@@@" not in plain["title"]
+    assert cloud.get("/search", cql=query, excerpt="fancy").status_code == 400
+
+
+def test_hit_titles_escaped(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "cloud")
+    key = next(
+        space.key for space in fresh_emulator.site.spaces.values() if space.status == "current"
+    )
+    title = 'Apple - 15" <Air>'
+    created = api.control("POST", "/content", {"type": "page", "space": key, "title": title})
+    page_id = created.json()["id"]
+    query = f"id = {page_id}"
+    escaped = api.get_json("/search", cql=query)["results"][0]
+    assert escaped["title"] == "Apple - 15&quot; &lt;Air&gt;"
+    raw = api.get_json("/search", cql=query, excerpt="indexed_unescaped")["results"][0]
+    assert raw["title"] == title
