@@ -210,3 +210,14 @@ def test_downloads_need_credentials(datacenter: Api, emulator: ServerThread) -> 
     assert requests.get(url, allow_redirects=False, timeout=30).status_code == 401
     signed_in = datacenter.session.get(url, allow_redirects=False, timeout=30)
     assert signed_in.status_code == 302
+
+
+def test_attachment_filters(cloud: Api, emulator: ServerThread) -> None:
+    attachment = _downloadable(emulator)
+    path = f"/content/{attachment.container_id}/child/attachment"
+    by_name = cloud.get_json(path, filename=attachment.title)["results"]
+    assert [item["id"] for item in by_name] == [attachment.id]
+    by_type = cloud.get_json(path, mediaType=attachment.media_type)["results"]
+    assert attachment.id in [item["id"] for item in by_type]
+    assert all(item["extensions"]["mediaType"] == attachment.media_type for item in by_type)
+    assert cloud.get_json(path, filename="no-such-file.bin")["results"] == []
