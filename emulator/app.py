@@ -11,11 +11,12 @@ import threading
 from aiohttp import web
 
 from emulator.auth import add_oauth_routes
-from emulator.config import ServerOptions
+from emulator.config import OptionError, ServerOptions
 from emulator.control import add_control_routes
 from emulator.corpus import import_corpus
 from emulator.faults import parse_fault_rule
 from emulator.gate import CloudCredential, DataCenterUser, GateState, gate_middlewares
+from emulator.generator import generate_site
 from emulator.limits import RateLimitSettings
 from emulator.model import Site
 from emulator.routes import (
@@ -44,15 +45,17 @@ def build_site(options: ServerOptions) -> Site:
     """Build the site the options describe: seeded generator or imported HTML corpus."""
     if options.site == "corpus":
         return _import_corpus(options)
-    from emulator.generator import generate_site
-
-    return generate_site(
-        options.seed,
-        max(1, options.pages),
-        spaces=options.spaces or None,
-        time_zone=options.time_zone,
-        site_name=options.site_name,
-    )
+    try:
+        return generate_site(
+            options.seed,
+            max(1, options.pages),
+            spaces=options.spaces or None,
+            time_zone=options.time_zone,
+            site_name=options.site_name,
+        )
+    except ValueError as error:
+        # The generator rejects impossible sizes, such as fewer pages than spaces.
+        raise OptionError(f"invalid --pages/--spaces: {error}") from error
 
 
 def _import_corpus(options: ServerOptions) -> Site:

@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except CorpusError as error:
         sys.stderr.write(f"confluence-emulator: error: --corpus: {error}\n")
         return 2
+    except OptionError as error:
+        sys.stderr.write(f"confluence-emulator: error: {error}\n")
+        return 2
     except OSError as error:
         sys.stderr.write(
             f"confluence-emulator: error: cannot listen on {options.host}:{options.port}: "

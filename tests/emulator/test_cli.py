@@ -35,6 +35,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
         (["--fault", "nonsense"], "nonsense"),
         (["--time-zone", "Mars/Olympus"], "Mars/Olympus"),
         (["--port", "notaport"], "notaport"),
+        (["--port", "0", "--pages", "3", "--spaces", "10"], "--pages/--spaces"),
     ],
 )
 def test_bad_option_exits_2(
