@@ -13,14 +13,14 @@
    record: ``succeeded``, ``partial`` (units skipped after errors) or ``failed``.
 
 Units of steps 3 and 4 (one listing each) run on a thread pool of ``concurrency``
-workers; records are published page by page, so no space is ever held in memory.
+workers. Records are published page by page, so no space is ever held in memory.
 
 Listing strategy per deployment:
 
 - ``cloud`` and ``datacenter``, full mode: offset lists ``/space/{key}/content/{type}``.
 - Incremental mode, and comments and attachments in every mode: CQL search
   ``/content/search`` (cursor paging on Cloud, ``start`` paging on Data Center).
-- ``cloud-oauth``: the gateway answers deprecated v1 reads with 410 Gone, so every
+- ``cloud-oauth``: the gateway returns 410 Gone for deprecated v1 reads, so every
   content listing goes through CQL search.
 """
 
@@ -68,8 +68,8 @@ log = logging.getLogger(__name__)
 CONTENT_KINDS = ("page", "blogpost", "comment", "attachment")
 STRUCTURE_CHUNK_SIZE = 500
 STRUCTURE_PAGE_SIZE = 1000
-# Expansions per content type. Confluence refuses more than 8 sub-expansions with a 400,
-# and Data Center answers 500 to permission expansions for non-administrators, so each
+# Expansions per content type. Confluence rejects more than 8 sub-expansions with a 400,
+# and Data Center returns 500 for permission expansions of non-administrators, so each
 # list requests only what the records use. Read restrictions are optional: a listing
 # that fails with a server error before its first page is retried without them.
 _CORE_EXPAND = {
@@ -84,6 +84,8 @@ _RESTRICTIONS_EXPAND = [
     "restrictions.read.restrictions.group",
 ]
 _STRUCTURE_EXPAND = "ancestors,version"
+# Maximum and default page size of /content/{id}/label.
+_LABEL_PAGE_SIZE = 200
 _SPACE_EXPAND = "description.plain,history"
 _OPTIONAL_EXPANSION_STATUSES = frozenset({500, 501})
 
@@ -177,8 +179,17 @@ class CrawlJob:
     # --- step 1 and 5: the job around the steps ----------------------------------------
 
     def run(self) -> JobResult:
-        """Run the job and return its outcome; never raises for errors of the crawl itself."""
+        """Run the job and return its outcome, also for a failed job.
+
+        Raises only when the job cannot start: ``HistoryReadError`` when the job history
+        is unreadable, ``ConfigurationError`` for a ``since`` after the job start.
+        """
         started_monotonic = time.monotonic()
+        window, state = self._start()
+        failed = self._run_steps(window, state)
+        return self._finish(state, failed, time.monotonic() - started_monotonic)
+
+    def _start(self) -> tuple[Window, JobState]:
         # Job records store milliseconds, so the watermark is kept at that precision too.
         now = self.clock()
         started_at = now.replace(microsecond=now.microsecond // 1000 * 1000)
@@ -205,39 +216,57 @@ class CrawlJob:
             window.previous_job_id or "-",
         )
         self._publish_job(state)
-        failed = False
+        return window, state
+
+    def _run_steps(self, window: Window, state: JobState) -> bool:
+        """Run steps 2 to 4; return True when a fatal error failed the job."""
         try:
             self._crawl(window, state)
         except ProducerError as error:
-            # Outside a unit (the space listing, the user's time zone) every error is fatal:
-            # without the spaces there is nothing to crawl.
-            failed = True
+            # Outside a unit (the space listing, the user's time zone) every error is fatal,
+            # because without the spaces there is nothing to crawl.
             self._record_error("job", error, fatal=True)
+            return True
         except Exception as error:  # A bug must still end the job visibly as failed.
-            failed = True
-            log.exception("job failed with an unexpected error job_id=%s", job_id)
+            log.exception("job failed with an unexpected error job_id=%s", state.job_id)
             state.add_error(
                 JobError(unit="job", message=f"{type(error).__name__}: {error}", fatal=True)
             )
+            return True
+        return False
+
+    def _finish(self, state: JobState, failed: bool, duration: float) -> JobResult:
+        """Wait for every delivery, then publish the final Job record (step 5)."""
         delivery_failures = self._finish_delivery(state)
-        failed = failed or bool(delivery_failures)
         self._copy_client_stats(state)
         state.finished_at = self.clock()
-        if failed:
+        if failed or delivery_failures:
             state.status = "failed"
         elif state.errors:
             state.status = "partial"
         else:
             state.status = "succeeded"
         record = self._publish_job(state)
+
         try:
             self.publisher.finish(self.options.flush_timeout)
         except DeliveryError as error:
-            # The final state could not be stored; the job counts as failed for the caller.
-            log.error("final job record not acknowledged job_id=%s error=%s", job_id, error)
+            # The final state could not be stored, so the job counts as failed for the caller.
+            log.error("final job record not acknowledged job_id=%s error=%s", state.job_id, error)
             record = dict(record, status="failed")
             delivery_failures.extend(error.failures)
-        duration = time.monotonic() - started_monotonic
+
+        counts = " ".join(f"{kind}={count}" for kind, count in sorted(record["counts"].items()))
+        log.info(
+            "job finished job_id=%s status=%s %s api_calls=%d retries=%d errors=%d seconds=%.1f",
+            state.job_id,
+            record["status"],
+            counts or "records=0",
+            record["api_calls"],
+            record["retries"],
+            len(record["errors"]),
+            duration,
+        )
         return JobResult(
             record=record, duration_seconds=duration, delivery_failures=delivery_failures
         )
@@ -445,7 +474,7 @@ class CrawlJob:
         except ProducerError as error:
             if self.source.deployment != "cloud-oauth" or error.status != 410:
                 raise
-            log.info("GET /space answered 410 Gone on the OAuth gateway; listing spaces by CQL")
+            log.info("GET /space returned 410 Gone on the OAuth gateway; listing spaces by CQL")
         return self._list_spaces_by_search()
 
     def _collect(self, pages: Iterator[Page]) -> list[dict[str, Any]]:
@@ -593,6 +622,7 @@ class CrawlJob:
             context = RecordContext(context.source_id, context.job_id, base)
         fetched_at = self.clock()
         for item in page.results:
+            self._complete_labels(item, unit_name)
             try:
                 record = content_record(
                     item, context, fetched_at, space_key=key, space_id=self._space_ids.get(key)
@@ -612,6 +642,33 @@ class CrawlJob:
             self.progress.record(kind)
         self.publisher.poll()
         return len(page.results)
+
+    def _complete_labels(self, item: dict[str, Any], unit_name: str) -> None:
+        """Fetch the labels past the first page of an item's ``metadata.labels`` expansion.
+
+        The expansion returns at most 200 labels with a ``next`` link; the rest come from
+        ``/content/{id}/label``, which only these rare items need.
+        """
+        metadata = item.get("metadata")
+        labels = metadata.get("labels") if isinstance(metadata, dict) else None
+        if not isinstance(labels, dict) or not isinstance(labels.get("results"), list):
+            return
+        links = labels.get("_links")
+        if not isinstance(links, dict) or not links.get("next"):
+            return
+        results: list[Any] = labels["results"]
+        path = f"/content/{quote(str(item.get('id')), safe='')}/label"
+        try:
+            for page in offset_pages(
+                self.client, path, {"start": len(results)}, limit=_LABEL_PAGE_SIZE, shrink=False
+            ):
+                results.extend(page.results)
+        except ProducerError as error:
+            # The OAuth gateway returns 410 Gone for this v1 read; the record then keeps the
+            # labels of the expansion and the job records the loss.
+            if isinstance(error, FatalError) and error.status != 410:
+                raise
+            self._record_error(f"{unit_name}:{item.get('id')}:labels", error)
 
     # --- step 4: structure ----------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Job history: read the compacted job-history topic and build Job records.
 
-The topic holds full Job records keyed by ``{source_id}:job:{job_id}``; the record with
+The topic contains full Job records keyed by ``{source_id}:job:{job_id}``; the record with
 the highest ``sequence`` per key is a job's latest state. ``read_job_history`` reads the
 whole topic the way a table is materialised from a compacted topic: assign every
 partition, start at the beginning, and stop at the high-water marks taken at the start.

@@ -60,7 +60,7 @@ class DeliveryStats:
 
 
 class Publisher(Protocol):
-    """What the crawl needs from a publisher."""
+    """Interface of a publisher, as the crawl job uses it."""
 
     stats: DeliveryStats
 

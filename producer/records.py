@@ -106,12 +106,12 @@ def web_url(item: Mapping[str, Any], site_base: str | None) -> str | None:
     return site_base.rstrip("/") + link
 
 
-def _require(item: Mapping[str, Any], what: str) -> tuple[str, str]:
+def _require(item: Mapping[str, Any], kind: str) -> tuple[str, str]:
     item_id = _string(item.get("id"))
     item_type = _string(item.get("type"))
     if item_id is None or item_type is None:
         raise RecordMappingError(
-            f"{what} item without an id or type: {str(dict(item))[:200]}; the API response "
+            f"{kind} item without an id or type: {str(dict(item))[:200]}; the API response "
             f"is not a Confluence content or space object"
         )
     return item_id, item_type

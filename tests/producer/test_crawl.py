@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -131,6 +132,13 @@ def expected_structure(site: EmulatorSite, key: str) -> set[str]:
     }
 
 
+def trim_labels(site: EmulatorSite, keep: int = 200) -> None:
+    """Remove labels past ``keep`` per item, for roots where ``/content/{id}/label`` is gone."""
+    for item in list(site.server.site.contents()):
+        for label in list(item.labels)[keep:]:
+            site.control("DELETE", f"/content/{item.id}/labels/{quote(label.name, safe='')}")
+
+
 def assert_complete_listings(published: Published, site: EmulatorSite, spaces: set[str]) -> None:
     listings = published.listings()
     assert set(listings) == spaces
@@ -190,6 +198,7 @@ def test_full_crawl_oauth_gateway_v1_gone(
     start_emulator: StartEmulator, kafka_settings: Settings
 ) -> None:
     site = start_emulator(v1_gone=True)
+    trim_labels(site)
     keys = sorted(expected_spaces(site))
     source = site.source("cloud-oauth", concurrency=2, page_size=25, spaces={"include": keys})
     result = run_job(kafka_settings, source)
@@ -282,3 +291,19 @@ def test_forbidden_space_partial(
     assert "403" in listings["OPE"][-1]["abort_reason"]
     assert listings["ENG"][-1]["kind"] == "complete"
     assert all(record["space_key"] != "OPE" for record in published.content)
+
+
+def test_oauth_labels_past_200_partial(
+    start_emulator: StartEmulator, kafka_settings: Settings
+) -> None:
+    # The gateway has no /content/{id}/label, so labels past the expansion's 200 are lost,
+    # and the job says so.
+    site = start_emulator(v1_gone=True)
+    keys = sorted(expected_spaces(site))
+    source = site.source("cloud-oauth", page_size=50, spaces={"include": keys})
+    result = run_job(kafka_settings, source)
+    assert result.status == "partial"
+    errors = result.record["errors"]
+    assert errors
+    assert all(error["unit"].endswith(":labels") for error in errors)
+    assert all(error["status"] == 410 for error in errors)

@@ -9,7 +9,7 @@ import requests
 from connections.settings import Settings
 from producer.progress import Progress
 from tests.producer.conftest import EmulatorSite, StartEmulator
-from tests.producer.test_crawl import assert_full_crawl, read_published, run_job
+from tests.producer.test_crawl import assert_full_crawl, read_published, run_job, trim_labels
 from tests.producer.test_publisher import kafka_settings
 
 __all__ = ["kafka_settings"]
@@ -55,6 +55,7 @@ def test_token_expiring_mid_crawl_refreshed(
     start_emulator: StartEmulator, kafka_settings: Settings
 ) -> None:
     site = start_emulator(v1_gone=True)
+    trim_labels(site)
     keys = sorted(
         space.key for space in site.server.site.spaces.values() if space.status == "current"
     )

@@ -17,6 +17,7 @@ from tests.producer.test_crawl import (
     expected_spaces,
     read_published,
     run_job,
+    trim_labels,
 )
 from tests.producer.test_publisher import kafka_settings
 
@@ -205,6 +206,7 @@ def test_field_bug_cursor_paging_no_start(
     start_emulator: StartEmulator, kafka_settings: Settings
 ) -> None:
     site = start_emulator(v1_gone=True, search_short_page_rate=0.4)
+    trim_labels(site)
     keys = sorted(expected_spaces(site))
     source = site.source("cloud-oauth", page_size=7, spaces={"include": keys})
     result = run_job(kafka_settings, source)
@@ -259,7 +261,14 @@ def test_field_bug_no_plugin_endpoints(
     result = run_job(kafka_settings, source)
     assert_full_crawl(kafka_settings, site, result)
     routes = requested_routes(site)
-    assert routes == {"GET /space", "GET /space/{key}/content/{type}", "GET /content/search"}
+    # Labels past the first 200 of an item come from its label list, the one per-item call.
+    assert routes <= {
+        "GET /space",
+        "GET /space/{key}/content/{type}",
+        "GET /content/search",
+        "GET /content/{id}/label",
+    }
+    assert "GET /content/{id}" not in routes
 
 
 def test_field_bug_one_space_error_isolated(
@@ -289,3 +298,20 @@ def test_field_bug_attachments_past_first_page(
         record["container_id"] for record in published.content if record["type"] == "attachment"
     )
     assert max(per_container.values()) >= 230
+
+
+def test_field_bug_labels_past_first_page(
+    start_emulator: StartEmulator, kafka_settings: Settings
+) -> None:
+    # The metadata.labels expansion returns at most 200 labels; a page has 207.
+    site = start_emulator(pages=200)
+    source = site.source("cloud", page_size=50)
+    result = run_job(kafka_settings, source)
+    published = assert_full_crawl(kafka_settings, site, result)
+    model = site.server.site
+    crowded = max(model.contents(), key=lambda item: len(item.labels))
+    assert len(crowded.labels) > 200
+    (record,) = [record for record in published.content if record["id"] == crowded.id]
+    assert len(record["labels"]) == len(crowded.labels)
+    expected = {f"{label.prefix}:{label.name}" for label in crowded.labels}
+    assert set(record["labels"]) == expected
