@@ -17,7 +17,6 @@ the sources file from ``--sources``, else ``CONFLUENCE_SOURCES``, else ``./sourc
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 from connections import settings as connection_settings
 from connections.kafka import common_config, producer_config
 from connections.registry import create_codec
+from producer.check import add_check_arguments, run_check
 from producer.crawl import CrawlJob, CrawlOptions, JobResult
 from producer.errors import ConfigurationError, ProducerError
 from producer.history import (
@@ -105,11 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     check = commands.add_parser(
-        "check",
-        help="check the connection, credentials and spaces of a source",
-        add_help=False,
+        "check", help="check the credentials, scopes, API surface and spaces of a source"
     )
-    check.add_argument("check_args", nargs=argparse.REMAINDER)
+    add_check_arguments(check)
     return parser
 
 
@@ -141,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIGURATION
     configure_logging(args.log_level)
     if args.command == "check":
-        return run_check(list(args.check_args))
+        return run_check(args)
     try:
         if args.command == "crawl":
             return run_crawl(args)
@@ -149,16 +147,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, connection_settings.ConfigurationError) as error:
         print(f"confluence-producer: {error}", file=sys.stderr)
         return EXIT_CONFIGURATION
-
-
-def run_check(argv: list[str]) -> int:
-    """Run ``producer.check.main(argv)``, the connection check of the client module."""
-    module = importlib.import_module("producer.check")
-    check_main = getattr(module, "main", None)
-    if check_main is None:
-        print("confluence-producer: producer.check has no main(argv) function", file=sys.stderr)
-        return EXIT_FAILED
-    return int(check_main(argv))
 
 
 def run_crawl(args: argparse.Namespace) -> int:

@@ -203,3 +203,15 @@ def test_cli_jobs_reads_published_history(
     assert cli.main(["jobs"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[1].startswith(jobs[0].value["job_id"])
+
+
+def test_cli_check_runs_checks(
+    start_emulator: StartEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = start_emulator()
+    path = sources_file(site, tmp_path, spaces={"include": ["ENG"]})
+    code = cli.main(["check", "--source", "docs", "--sources", str(path)])
+    output = capsys.readouterr().out
+    assert code == cli.EXIT_SUCCEEDED, output
+    assert "credentials" in output
+    assert "spaces" in output
