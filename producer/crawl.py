@@ -22,6 +22,10 @@ Listing strategy per deployment:
   ``/content/search`` (cursor paging on Cloud, ``start`` paging on Data Center).
 - ``cloud-oauth``: the gateway returns 410 Gone for deprecated v1 reads, so every
   content listing goes through CQL search.
+
+Deletions are not listed as records: trashed and purged pages and blog posts are missing
+from the next complete structure listing of their space, and consumers compare against it.
+Moves create no new version, so an incremental job sees them only in that listing too.
 """
 
 from __future__ import annotations

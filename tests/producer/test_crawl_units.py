@@ -1,0 +1,202 @@
+"""Crawl job logic against a scripted client: requests sent, fallbacks and job outcomes.
+
+The scripted client returns Confluence-shaped JSON written here and records every
+request, so these tests check what the job asks for without a server or a broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from producer.client import RequestStats
+from producer.config import SourceConfig, parse_sources
+from producer.crawl import CrawlJob, CrawlOptions, JobResult
+from producer.errors import RetriableError
+from producer.publisher import DryRunPublisher
+from schemas.codec import SingleObjectCodec
+from schemas.topics import Topics
+
+BASE = "https://example.atlassian.net/wiki"
+SPACE = {"id": 42, "key": "DOCS", "name": "Docs", "type": "global", "status": "current"}
+Handler = Callable[[str, dict[str, str]], dict[str, Any]]
+
+
+def source(**overrides: Any) -> SourceConfig:
+    table: dict[str, Any] = {
+        "deployment": "cloud",
+        "base_url": "https://example.atlassian.net",
+        "auth": {"method": "basic", "username": "a@example.com", "token_env": "UNIT_TOKEN"},
+        "concurrency": 1,
+        "page_size": 10,
+    }
+    table.update(overrides)
+    return parse_sources({"sources": {"unit": table}})["unit"]
+
+
+def listing(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "results": results,
+        "start": 0,
+        "limit": 10,
+        "size": len(results),
+        "_links": {"base": BASE, "context": "/wiki"},
+    }
+
+
+def page(content_id: str, **extra: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": content_id,
+        "type": "page",
+        "status": "current",
+        "title": f"Page {content_id}",
+        "version": {"number": 1, "when": "2024-01-01T00:00:00.000Z"},
+        "ancestors": [],
+        "body": {"storage": {"value": "<p>x</p>", "representation": "storage"}},
+    }
+    item.update(extra)
+    return item
+
+
+class ScriptedClient:
+    """A client whose responses come from ``handler``; it records every request."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.stats = RequestStats()
+        self.user: dict[str, Any] = {"accountId": "1", "timeZone": "Europe/Berlin"}
+
+    def get(
+        self,
+        path: str,
+        params: Mapping[str, str | int] | None = None,
+        *,
+        max_retries: int | None = None,
+    ) -> dict[str, Any]:
+        del max_retries
+        query = {key: str(value) for key, value in (params or {}).items()}
+        self.requests.append((path, query))
+        self.stats.count_call(200)
+        return self.handler(path, query)
+
+    def current_user(self) -> dict[str, Any]:
+        return self.user
+
+    def close(self) -> None:
+        return None
+
+
+def run(
+    client: ScriptedClient,
+    config: SourceConfig,
+    *,
+    history: list[dict[str, Any]] | None = None,
+    options: CrawlOptions | None = None,
+) -> JobResult:
+    publisher = DryRunPublisher(Topics(prefix="unit"), SingleObjectCodec())
+    job = CrawlJob(
+        config,
+        client,  # type: ignore[arg-type]
+        publisher,
+        lambda: history or [],
+        options=options,
+    )
+    return job.run()
+
+
+def default_handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+    if path == "/space":
+        return listing([SPACE] if query.get("start") == "0" else [])
+    if path.startswith("/space/DOCS/content/page") and query.get("start") == "0":
+        return listing([page("1"), page("2")])
+    return listing([])
+
+
+def test_expand_sent_comma_separated() -> None:
+    client = ScriptedClient(default_handler)
+    result = run(client, source())
+    assert result.status == "succeeded", result.record["errors"]
+    expands = [query["expand"] for _, query in client.requests if "expand" in query]
+    assert expands
+    for expand in expands:
+        assert "[" not in expand
+        assert '"' not in expand
+        assert " " not in expand
+        # Confluence rejects more than 8 sub-expansions with a 400.
+        assert len(expand.split(",")) <= 8
+    page_expand = next(
+        query["expand"] for path, query in client.requests if path == "/space/DOCS/content/page"
+    )
+    assert "body.storage" in page_expand.split(",")
+    assert "metadata.labels" in page_expand.split(",")
+
+
+def test_server_error_retried_without_restrictions() -> None:
+    def handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+        if path == "/space/DOCS/content/page" and "restrictions" in query.get("expand", ""):
+            raise RetriableError("HTTP 500 persisted", method="GET", url=path, status=500)
+        return default_handler(path, query)
+
+    client = ScriptedClient(handler)
+    result = run(client, source())
+    assert result.status == "succeeded", result.record["errors"]
+    assert result.record["counts"]["page"] == 2
+    page_expands = [
+        query["expand"] for path, query in client.requests if path == "/space/DOCS/content/page"
+    ]
+    assert "restrictions" in page_expands[0]
+    assert "restrictions" not in page_expands[-1]
+
+
+def test_incremental_uses_cql_in_user_zone() -> None:
+    client = ScriptedClient(default_handler)
+    previous_end = datetime(2024, 7, 1, 10, 7, 42, tzinfo=UTC)
+    previous = {
+        "job_id": "20240701T100742000Z-00000001",
+        "source_id": "unit",
+        "status": "succeeded",
+        "window_end": previous_end,
+    }
+    result = run(client, source(overlap_minutes=0), history=[previous])
+    assert result.status == "succeeded", result.record["errors"]
+    assert result.record["mode"] == "incremental"
+    assert result.record["window_start"] == previous_end
+    searches = [query["cql"] for path, query in client.requests if path == "/content/search"]
+    assert searches
+    # 10:07:42 UTC is 12:07:42 in Berlin summer time, floored to the minute.
+    assert all('lastmodified >= "2024-07-01 12:07"' in cql for cql in searches)
+    # Offset lists in incremental mode are only the structure listings, without bodies.
+    offset_expands = {
+        query["expand"] for path, query in client.requests if path.startswith("/space/DOCS/content")
+    }
+    assert offset_expands == {"ancestors,version"}
+
+
+def test_hidden_time_zone_fails_job() -> None:
+    client = ScriptedClient(default_handler)
+    client.user = {"accountId": "1", "timeZone": None}
+    since = datetime.now(UTC) - timedelta(days=1)
+    result = run(client, source(), options=CrawlOptions(since=since))
+    assert result.status == "failed"
+    (error,) = result.record["errors"]
+    assert "time_zone" in error["message"]
+
+
+def test_configured_time_zone_used() -> None:
+    client = ScriptedClient(default_handler)
+    client.user = {"accountId": "1", "timeZone": None}
+    since = datetime(2024, 1, 15, 23, 30, tzinfo=UTC)
+    result = run(client, source(time_zone="Asia/Kolkata"), options=CrawlOptions(since=since))
+    assert result.status == "succeeded", result.record["errors"]
+    searches = [query["cql"] for path, query in client.requests if path == "/content/search"]
+    assert all('lastmodified >= "2024-01-16 05:00"' in cql for cql in searches)
+
+
+def test_excluded_space_not_crawled() -> None:
+    client = ScriptedClient(default_handler)
+    result = run(client, source(spaces={"exclude": ["DOCS"]}))
+    assert result.status == "succeeded"
+    assert result.record["counts"] == {}
+    assert all(not path.startswith("/space/DOCS") for path, _ in client.requests)
