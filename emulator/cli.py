@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import logging
 import signal
 import sys
+import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -41,6 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     serve = commands.add_parser("serve", help="serve a generated or imported site over HTTP")
+    bench = commands.add_parser(
+        "bench",
+        help="serve a site in a child process and measure list requests per second",
+        description="Start `confluence-emulator serve` with the given options on a free port "
+        "and walk /content lists of every space for a while, printing one result line.",
+    )
+    _add_serve_options(serve)
+    _add_serve_options(bench)
+    bench.add_argument("--concurrency", type=int, default=8, help="parallel list walks (default 8)")
+    bench.add_argument(
+        "--duration", type=float, default=20.0, help="seconds to measure (default 20)"
+    )
+    bench.add_argument("--limit", type=int, default=100, help="rows per request (default 100)")
+    bench.add_argument(
+        "--expand",
+        default="body.storage,version",
+        help="expand parameter of each request (default body.storage,version)",
+    )
+    return parser
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument(
         "--port", type=int, default=8090, help="TCP port (default 8090; 0 picks a free port)"
@@ -133,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING, ERROR)"
     )
-    return parser
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
@@ -222,6 +247,157 @@ async def _serve(options: ServerOptions) -> None:
         await runner.cleanup()
 
 
+@dataclass
+class BenchSettings:
+    """Settings of one ``confluence-emulator bench`` run."""
+
+    serve_argv: list[str]
+    concurrency: int
+    duration: float
+    limit: int
+    expand: str
+
+
+@dataclass
+class BenchResult:
+    """Counts of one benchmark run."""
+
+    settings: BenchSettings
+    requests: int = 0
+    rows: int = 0
+    bytes: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    def summary(self) -> str:
+        """Return the one-line result: request and row rates plus statuses seen."""
+        seconds = max(self.elapsed, 1e-9)
+        statuses = ",".join(f"{status}:{count}" for status, count in sorted(self.statuses.items()))
+        return (
+            f"requests={self.requests} seconds={self.elapsed:.1f} "
+            f"requests_per_second={self.requests / seconds:.1f} "
+            f"rows_per_second={self.rows / seconds:.0f} "
+            f"megabytes_per_second={self.bytes / seconds / 1e6:.1f} "
+            f"limit={self.settings.limit} concurrency={self.settings.concurrency} "
+            f"statuses={statuses}"
+        )
+
+
+def _banner_values(line: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in line.split(": ", 1)[1].split() if "=" in part)
+
+
+async def run_benchmark(settings: BenchSettings) -> BenchResult:
+    """Start a server process, walk ``/content`` lists of every space, and count."""
+    import aiohttp
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "emulator", *settings.serve_argv, stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    banner: dict[str, str] = {}
+    while "OAuth client" not in banner:
+        line = (await process.stdout.readline()).decode()
+        if not line:
+            raise OptionError(
+                "the server process ended before it printed its banner; run the same "
+                "options with `confluence-emulator serve` to see its error"
+            )
+        label = line.strip().partition(": ")[0]
+        banner[label] = line.strip()
+    if "Cloud site base URL" in banner:
+        base = banner["Cloud site base URL"].split(": ", 1)[1]
+        cloud = _banner_values(banner["Cloud Basic credentials"])
+        login, password = cloud["email"], cloud["api_token"]
+    else:
+        base = banner["Data Center base URL"].split(": ", 1)[1]
+        datacenter = _banner_values(banner["Data Center credentials"])
+        login, password = datacenter["username"], datacenter["password"]
+
+    result = BenchResult(settings)
+    token = base64.b64encode(f"{login}:{password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.get(base + "/rest/api/space", params={"limit": "1000"}) as response:
+                keys = [space["key"] for space in (await response.json())["results"]]
+            deadline = time.perf_counter() + settings.duration
+            started = time.perf_counter()
+
+            async def walk(worker: int) -> None:
+                position = worker
+                url: str | None = None
+                while time.perf_counter() < deadline:
+                    if url is None:
+                        key = keys[position % len(keys)]
+                        position += settings.concurrency
+                        query = (
+                            f"?spaceKey={key}&type=page&limit={settings.limit}"
+                            f"&expand={settings.expand}"
+                        )
+                        url = base + "/rest/api/content" + query
+                    async with session.get(url) as response:
+                        body = await response.read()
+                    result.requests += 1
+                    result.bytes += len(body)
+                    result.statuses[response.status] = result.statuses.get(response.status, 0) + 1
+                    if response.status != 200:
+                        continue
+                    page = json.loads(body)
+                    result.rows += len(page["results"])
+                    link = page["_links"].get("next")
+                    url = base + link if link and page["results"] else None
+
+            await asyncio.gather(*(walk(worker) for worker in range(settings.concurrency)))
+            result.elapsed = time.perf_counter() - started
+    finally:
+        process.terminate()
+        await process.wait()
+    return result
+
+
+_BENCH_ONLY = ("--concurrency", "--duration", "--limit", "--expand", "--port")
+
+
+def bench_serve_argv(argv: list[str]) -> list[str]:
+    """Turn ``bench`` arguments into ``serve`` arguments on a free port."""
+    served: list[str] = ["serve"]
+    skip_value = False
+    for argument in argv[1:]:
+        if skip_value:
+            skip_value = False
+            continue
+        name = argument.split("=", 1)[0]
+        if name in _BENCH_ONLY:
+            skip_value = "=" not in argument
+            continue
+        served.append(argument)
+    return [*served, "--port", "0"]
+
+
+def _run_bench(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.concurrency < 1 or args.duration <= 0 or args.limit < 1:
+        sys.stderr.write(
+            f"confluence-emulator: error: invalid --concurrency {args.concurrency}, "
+            f"--duration {args.duration} or --limit {args.limit}: use positive numbers\n"
+        )
+        return 2
+    settings = BenchSettings(
+        serve_argv=bench_serve_argv(argv),
+        concurrency=args.concurrency,
+        duration=args.duration,
+        limit=args.limit,
+        expand=args.expand,
+    )
+    try:
+        result = asyncio.run(run_benchmark(settings))
+    except OptionError as error:
+        sys.stderr.write(f"confluence-emulator: error: {error}\n")
+        return 1
+    print(result.summary(), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``confluence-emulator``; return the exit status."""
     parser = build_parser()
@@ -249,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     # with NotAppKeyWarning on every request.
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "bench":
+        return _run_bench(args, sys.argv[1:] if argv is None else argv)
 
     try:
         asyncio.run(_serve(options))

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from emulator.app import ServerThread
-from emulator.cli import main
+from emulator.cli import bench_serve_argv, main
 
 from .conftest import api_for, make_options
 
@@ -162,3 +162,21 @@ def test_corpus_site_served(tmp_path: Path) -> None:
             for item in api.get_json("/content", spaceKey=key, type="page")["results"]
         }
         assert {"Guide Home", "Intro"} <= titles
+
+
+def test_bench_prints_result(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["bench", "--pages", "60", "--duration", "1", "--concurrency", "2", "--limit", "10"]
+    )
+    assert code == 0
+    line = capsys.readouterr().out.strip()
+    fields = dict(part.split("=", 1) for part in line.split())
+    assert int(fields["requests"]) > 0
+    assert fields["limit"] == "10"
+    assert fields["statuses"].startswith("200:")
+    assert "," not in fields["statuses"]
+
+
+def test_bench_passes_serve_options() -> None:
+    argv = ["bench", "--pages", "60", "--duration=3", "--limit", "10", "--port", "9", "--dc-quirks"]
+    assert bench_serve_argv(argv) == ["serve", "--pages", "60", "--dc-quirks", "--port", "0"]
