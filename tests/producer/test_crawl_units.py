@@ -1,7 +1,7 @@
 """Crawl job logic against a scripted client: requests sent, fallbacks and job outcomes.
 
 The scripted client returns Confluence-shaped JSON written here and records every
-request, so these tests check what the job asks for without a server or a broker.
+request, so these tests check what the job requests without a server or a broker.
 """
 
 from __future__ import annotations

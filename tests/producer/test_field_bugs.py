@@ -35,7 +35,7 @@ def test_field_bug_cql_start_ignored(
     start_emulator: StartEmulator, kafka_settings: Settings
 ) -> None:
     # Cloud search ignores start and serves short pages mid-walk; a crawler paging by
-    # start sees the first page again and again.
+    # start gets the first page again and again.
     site = start_emulator(search_short_page_rate=0.5)
     source = site.source("cloud", page_size=10)
     result = run_job(kafka_settings, source, since=LONG_AGO)
@@ -116,7 +116,7 @@ def test_field_bug_search_body_not_truncated(
 def test_field_bug_permission_expansion_500(
     start_emulator: StartEmulator, kafka_settings: Settings
 ) -> None:
-    # Data Center answers 500 to permission expansions for non-administrators.
+    # Data Center returns 500 for permission expansions for non-administrators.
     site = start_emulator(faults=("*:500perm:1.0",))
     site.server.gate.admin_account_ids.clear()
     source = site.source("datacenter", page_size=25)
