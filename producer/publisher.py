@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.catalogue import RecordType
 from schemas.codec import Codec
-from schemas.topics import Topics
+from schemas.topics import MAX_MESSAGE_BYTES, Topics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ _MAX_KEPT_FAILURES = 20
 # Wait for the local queue to drain when it is full (BufferError), then produce again.
 _QUEUE_FULL_POLL_SECONDS = 0.5
 _QUEUE_FULL_ATTEMPTS = 600
+
+
+class RecordTooLargeError(Exception):
+    """The broker client rejected one record before sending it, for example as too large."""
 
 
 class DeliveryError(Exception):
@@ -97,6 +101,11 @@ class KafkaPublisher:
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
                 self._producer.poll(_QUEUE_FULL_POLL_SECONDS)
+            except KafkaException as error:
+                raise RecordTooLargeError(
+                    f"record {key} of {len(value)} bytes was rejected for topic {topic}: "
+                    f"{error}; records above {MAX_MESSAGE_BYTES} bytes cannot be published"
+                ) from error
         else:
             raise DeliveryError(
                 f"the producer queue stayed full for "

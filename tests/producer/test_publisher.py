@@ -21,7 +21,12 @@ from confluent_kafka.admin import AdminClient
 from connections.kafka import admin_config, common_config, producer_config
 from connections.settings import Settings, load_settings
 from connections.topics import ensure_topics
-from producer.publisher import DeliveryError, DryRunPublisher, KafkaPublisher
+from producer.publisher import (
+    DeliveryError,
+    DryRunPublisher,
+    KafkaPublisher,
+    RecordTooLargeError,
+)
 from schemas.catalogue import RecordType
 from schemas.codec import SingleObjectCodec
 from schemas.errors import RecordValidationError
@@ -170,3 +175,15 @@ def test_dry_run_publisher_counts() -> None:
     publisher.finish()
     assert publisher.stats.produced == 1
     assert publisher.stats.produced_by_topic == {topics.job_history: 1}
+
+
+def test_publisher_oversized_record_rejected(kafka_bootstrap: str) -> None:
+    settings = unique_settings(kafka_bootstrap)
+    topics = Topics(prefix=settings.kafka.topic_prefix)
+    config = producer_config(settings, overrides={"message.max.bytes": 2000})
+    publisher = KafkaPublisher(config, topics, SingleObjectCodec())
+    record = job_record("job-1", 1)
+    record["producer_version"] = "x" * 5000
+    with pytest.raises(RecordTooLargeError, match="job-1"):
+        publisher.publish(RecordType.JOB, job_key("site_a", "job-1"), record)
+    assert publisher.stats.produced == 0
