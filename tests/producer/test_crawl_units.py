@@ -6,6 +6,7 @@ request, so these tests check what the job requests without a server or a broker
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from producer.client import RequestStats
 from producer.config import SourceConfig, parse_sources
 from producer.crawl import CrawlJob, CrawlOptions, JobResult
 from producer.errors import RetriableError
+from producer.progress import Progress
 from producer.publisher import DryRunPublisher
 from schemas.codec import SingleObjectCodec
 from schemas.topics import Topics
@@ -200,3 +202,22 @@ def test_excluded_space_not_crawled() -> None:
     assert result.status == "succeeded"
     assert result.record["counts"] == {}
     assert all(not path.startswith("/space/DOCS") for path, _ in client.requests)
+
+
+def test_progress_line_counts_records() -> None:
+    progress = Progress(enabled=False, stream=io.StringIO(), interactive=True)
+    progress.record("page", 3)
+    progress.record("comment")
+    progress.record("page")
+    assert progress.snapshot() == {"comment": 1, "page": 4}
+    line = progress.line()
+    assert line.startswith("comment=1 page=4 elapsed=")
+    assert "rate=" in line
+
+
+def test_progress_terminal_line_ended_on_stop() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream=stream, interactive=True).start()
+    progress.record("page")
+    progress.stop()
+    assert stream.getvalue().endswith("\n")
