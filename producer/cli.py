@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument(
         "--full",
         action="store_true",
-        help="crawl every item of the selected spaces, whatever the job history says",
+        help="crawl every item of the selected spaces and ignore the job history",
     )
     crawl.add_argument(
         "--since",
