@@ -1,0 +1,434 @@
+"""Persistent state of the relationships consumer in MongoDB.
+
+One collection per source, ``source_{source_id}_relationship_state``, contains documents
+of these kinds. Every one has a string ``_id``, because an ``_id`` string is the only
+filter FerretDB pushes down to its storage:
+
+``item:{content id}``
+    The facts of one content item (type, status, space, title, parents, container,
+    labels, parsed link targets), its version, the newest ``fetched_at`` of the records
+    applied to it (``seen_at``, milliseconds), and the edge set published for it.
+    A removed item keeps its document as a tombstone with ``removed: true`` and no edges,
+    so a redelivered older record cannot bring it back.
+``index:title:{type}:{space key}:{title}``
+    The live pages or blog posts with that title, for resolving links by title.
+``refs:{reference}``
+    The items whose edges depend on a reference (``id:{content id}`` or a title
+    reference), so that a change of the referenced item re-derives exactly those items.
+``listing:{listing id}`` and ``listing:{listing id}:{sequence}``
+    A structure listing in progress and its buffered chunks; ``space:{space key}`` names
+    the space's newest listing, so an unfinished older one is cleaned up.
+
+``WorkingState`` reads these documents once per batch and collects every change in
+memory; ``operations()`` returns the writes in an order that keeps a crash between two
+writes harmless (see ``WriteGroup``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from enum import IntEnum
+from typing import Any
+
+from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from consumer.relationships.derive import Edge, ItemFacts, title_reference
+from consumer.relationships.links import LinkTarget
+from schemas.keys import validate_source_id
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+WriteOperation = ReplaceOne[Document] | UpdateOne | DeleteOne
+
+# Ids per find() with $in, which keeps each query document far below the 16 MiB BSON limit.
+_LOAD_CHUNK_SIZE = 1000
+
+
+class WriteGroup(IntEnum):
+    """Order of the state writes of one batch; lower groups are written first.
+
+    A batch's outputs are published before any state write, and a redelivered batch is
+    derived again from the state. The item document of a record in the batch (group
+    ``ITEMS``) is written after everything that follows from that record: indexes,
+    references and the edges of the items that depend on it. If the process stops in
+    between, the redelivered record still looks new and is applied again in full.
+    A listing is marked done only after its removals, and its buffered chunks are
+    deleted last.
+    """
+
+    INDEXES = 0
+    DEPENDENT_ITEMS = 1
+    ITEMS = 2
+    LISTINGS = 3
+    CLEANUP = 4
+
+
+def collection_name(source_id: str) -> str:
+    """Return the state collection name of one source."""
+    return f"source_{validate_source_id(source_id)}_relationship_state"
+
+
+def _quote(text: str) -> str:
+    return text.replace("%", "%25").replace(":", "%3A")
+
+
+def item_id(content_id: str) -> str:
+    return f"item:{_quote(content_id)}"
+
+
+def title_index_id(content_type: str, space_key: str, title: str) -> str:
+    return f"index:{title_reference(content_type, space_key, title)}"
+
+
+def references_id(reference: str) -> str:
+    return f"refs:{reference}"
+
+
+def listing_id(listing: str) -> str:
+    return f"listing:{_quote(listing)}"
+
+
+def chunk_id(listing: str, sequence: int) -> str:
+    return f"listing:{_quote(listing)}:{sequence:09d}"
+
+
+def space_id(space_key: str) -> str:
+    return f"space:{_quote(space_key)}"
+
+
+class RelationshipStateStore:
+    """The state collection of one source."""
+
+    def __init__(self, database: Database[Document], source_id: str) -> None:
+        self.source_id = source_id
+        self.collection: Collection[Document] = database[collection_name(source_id)]
+
+    def ensure_indexes(self) -> None:
+        """Create the index that lists a space's items when a structure listing completes.
+
+        FerretDB accepts the index but filters on it by scanning; MongoDB uses it.
+        """
+        self.collection.create_index([("kind", 1), ("space_key", 1)], name="kind_space_key")
+
+    def load(self, document_ids: Iterable[str]) -> dict[str, Document]:
+        """Return the stored documents among ``document_ids``, by id."""
+        requested = sorted(set(document_ids))
+        found: dict[str, Document] = {}
+        for start in range(0, len(requested), _LOAD_CHUNK_SIZE):
+            chunk = requested[start : start + _LOAD_CHUNK_SIZE]
+            # NOTE: FerretDB 1.24 runs an $in filter as a scan of the collection in Go, so
+            # each chunk costs one pass over the state. MongoDB uses the _id index.
+            query: Mapping[str, Any] = (
+                {"_id": chunk[0]} if len(chunk) == 1 else {"_id": {"$in": chunk}}
+            )
+            for document in self.collection.find(query):
+                found[document["_id"]] = document
+        return found
+
+    def live_item_ids_in_space(self, space_key: str) -> list[str]:
+        """Return the ids of the item documents of a space that are not removed."""
+        cursor = self.collection.find(
+            {"kind": "item", "space_key": space_key, "removed": False}, {"_id": 1}
+        )
+        return [document["_id"] for document in cursor]
+
+    def write(self, operations: list[WriteOperation]) -> None:
+        """Apply the operations in order; a failure leaves a prefix of them applied."""
+        if operations:
+            self.collection.bulk_write(operations, ordered=True)
+
+
+class WorkingState:
+    """The state documents one batch reads and changes, with the changes kept in memory."""
+
+    def __init__(self, store: RelationshipStateStore) -> None:
+        self.store = store
+        self.source_id = store.source_id
+        self._documents: dict[str, Document | None] = {}
+        self._changed: dict[str, WriteGroup] = {}
+        self._deleted: dict[str, WriteGroup] = {}
+        self._reference_adds: dict[str, set[str]] = {}
+        self._reference_removes: dict[str, set[str]] = {}
+
+    # Reading
+
+    def prefetch(self, document_ids: Iterable[str]) -> None:
+        """Load the documents not read yet, in as few queries as possible."""
+        missing = [doc_id for doc_id in set(document_ids) if doc_id not in self._documents]
+        if not missing:
+            return
+        found = self.store.load(missing)
+        for doc_id in missing:
+            self._documents[doc_id] = found.get(doc_id)
+
+    def get(self, document_id: str) -> Document | None:
+        """Return the current document (with this batch's changes), or None."""
+        if document_id not in self._documents:
+            self.prefetch([document_id])
+        return self._documents[document_id]
+
+    # Changing
+
+    def put(self, document: Document, group: WriteGroup) -> None:
+        """Store ``document`` (replacing the one with its ``_id``) when the batch is written."""
+        doc_id = document["_id"]
+        self._documents[doc_id] = document
+        self._deleted.pop(doc_id, None)
+        previous = self._changed.get(doc_id)
+        self._changed[doc_id] = group if previous is None else max(previous, group)
+
+    def delete(self, document_id: str, group: WriteGroup) -> None:
+        self._documents[document_id] = None
+        self._changed.pop(document_id, None)
+        self._deleted[document_id] = group
+
+    def add_reference(self, reference: str, holder: str) -> None:
+        """Record that item ``holder`` depends on ``reference``."""
+        doc_id = references_id(reference)
+        self._reference_removes.get(doc_id, set()).discard(holder)
+        self._reference_adds.setdefault(doc_id, set()).add(holder)
+
+    def remove_reference(self, reference: str, holder: str) -> None:
+        doc_id = references_id(reference)
+        self._reference_adds.get(doc_id, set()).discard(holder)
+        self._reference_removes.setdefault(doc_id, set()).add(holder)
+
+    def reference_holders(self, reference: str) -> set[str]:
+        """Return the content ids of the items that depend on ``reference``."""
+        doc_id = references_id(reference)
+        document = self.get(doc_id)
+        holders = set(document.get("holders", [])) if document else set()
+        holders |= self._reference_adds.get(doc_id, set())
+        holders -= self._reference_removes.get(doc_id, set())
+        return holders
+
+    # Items
+
+    def item(self, content_id: str) -> Document | None:
+        return self.get(item_id(content_id))
+
+    def facts(self, content_id: str) -> ItemFacts | None:
+        """Return the facts of a known, not removed item, or None."""
+        document = self.item(content_id)
+        if document is None or document.get("removed"):
+            return None
+        return facts_from_document(self.source_id, document)
+
+    def live_item_ids_in_space(self, space_key: str) -> set[str]:
+        """Return the content ids of the space's items that are not removed, with this batch."""
+        stored = set(self.store.live_item_ids_in_space(space_key))
+        for doc_id, document in self._documents.items():
+            if doc_id.startswith("item:") and document is not None:
+                if document["space_key"] == space_key and not document.get("removed"):
+                    stored.add(doc_id)
+                else:
+                    stored.discard(doc_id)
+        self.prefetch(stored)
+        content_ids: set[str] = set()
+        for doc_id in stored:
+            document = self.get(doc_id)
+            if document is not None:
+                content_ids.add(document["content_id"])
+        return content_ids
+
+    # Title index
+
+    def set_title_candidate(
+        self, content_type: str, space_key: str, title: str, content_id: str, day: str | None
+    ) -> None:
+        doc_id = title_index_id(content_type, space_key, title)
+        document = copy.deepcopy(self.get(doc_id)) or {"_id": doc_id, "kind": "title"}
+        candidates = [c for c in document.get("candidates", []) if c["id"] != content_id]
+        candidates.append({"id": content_id, "day": day})
+        document["candidates"] = sorted(candidates, key=lambda c: _id_order(c["id"]))
+        self.put(document, WriteGroup.INDEXES)
+
+    def drop_title_candidate(
+        self, content_type: str, space_key: str, title: str, content_id: str
+    ) -> None:
+        doc_id = title_index_id(content_type, space_key, title)
+        document = self.get(doc_id)
+        if document is None:
+            return
+        candidates = [c for c in document.get("candidates", []) if c["id"] != content_id]
+        if candidates:
+            changed = dict(document, candidates=candidates)
+            self.put(changed, WriteGroup.INDEXES)
+        else:
+            self.delete(doc_id, WriteGroup.INDEXES)
+
+    # TargetLookup
+
+    def find_by_title(
+        self, content_type: str, space_key: str, title: str, posting_day: str | None
+    ) -> str | None:
+        """Return the id of the live item with this title, or None.
+
+        Confluence keeps page titles unique per space, and blog post titles per space and
+        posting day. Where several candidates remain (duplicate titles are allowed on
+        some Cloud sites), the oldest id wins, so the choice is stable.
+        """
+        document = self.get(title_index_id(content_type, space_key, title))
+        if document is None:
+            return None
+        candidates = list(document.get("candidates", []))
+        if posting_day is not None:
+            same_day = [c for c in candidates if c.get("day") == posting_day]
+            candidates = same_day or candidates
+        if not candidates:
+            return None
+        return str(min(candidates, key=lambda c: _id_order(c["id"]))["id"])
+
+    def content_type_of(self, content_id: str) -> str | None:
+        document = self.item(content_id)
+        if document is None:
+            return None
+        return str(document["type"])
+
+    def is_removed(self, content_id: str) -> bool:
+        document = self.item(content_id)
+        return bool(document and document.get("removed"))
+
+    # Writing
+
+    def operations(self) -> list[WriteOperation]:
+        """Return this batch's writes in ``WriteGroup`` order."""
+        grouped: dict[WriteGroup, list[WriteOperation]] = {group: [] for group in WriteGroup}
+        for doc_id in sorted(self._changed):
+            document = self._documents[doc_id]
+            if document is not None:
+                grouped[self._changed[doc_id]].append(
+                    ReplaceOne({"_id": doc_id}, document, upsert=True)
+                )
+        for doc_id in sorted(self._reference_removes):
+            holders = sorted(self._reference_removes[doc_id])
+            if holders:
+                grouped[WriteGroup.INDEXES].append(
+                    UpdateOne({"_id": doc_id}, {"$pullAll": {"holders": holders}})
+                )
+        for doc_id in sorted(self._reference_adds):
+            holders = sorted(self._reference_adds[doc_id])
+            if holders:
+                grouped[WriteGroup.INDEXES].append(
+                    UpdateOne(
+                        {"_id": doc_id},
+                        {
+                            "$addToSet": {"holders": {"$each": holders}},
+                            "$setOnInsert": {"kind": "refs"},
+                        },
+                        upsert=True,
+                    )
+                )
+        for doc_id in sorted(self._deleted):
+            grouped[self._deleted[doc_id]].append(DeleteOne({"_id": doc_id}))
+        return [operation for group in WriteGroup for operation in grouped[group]]
+
+    def write(self) -> int:
+        """Write this batch's changes and return the number of operations."""
+        operations = self.operations()
+        self.store.write(operations)
+        return len(operations)
+
+
+def _id_order(content_id: str) -> tuple[int, str]:
+    # Confluence content ids are decimal numbers that grow with creation time.
+    return (len(content_id), content_id)
+
+
+# Item documents
+
+
+def facts_from_document(source_id: str, document: Mapping[str, Any]) -> ItemFacts:
+    """Rebuild the facts stored in an item document."""
+    return ItemFacts(
+        source_id=source_id,
+        content_id=document["content_id"],
+        content_type=document["type"],
+        status=document["status"],
+        space_key=document["space_key"],
+        title=document["title"],
+        posting_day=document.get("posting_day"),
+        parent_id=document.get("parent_id"),
+        ancestor_ids=tuple(document.get("ancestor_ids") or ()),
+        container_id=document.get("container_id"),
+        container_type=document.get("container_type"),
+        labels=tuple(document.get("labels") or ()),
+        links=tuple(_link_from_document(link) for link in document.get("links") or ()),
+    )
+
+
+def item_document(
+    facts: ItemFacts,
+    *,
+    version: int,
+    seen_at: int,
+    edges: Mapping[str, Edge],
+    removed: bool = False,
+    removed_by_listing_started_at: int | None = None,
+) -> Document:
+    """Return the item document that stores ``facts`` and the published ``edges``."""
+    return {
+        "_id": item_id(facts.content_id),
+        "kind": "item",
+        "content_id": facts.content_id,
+        "type": facts.content_type,
+        "status": facts.status,
+        "space_key": facts.space_key,
+        "title": facts.title,
+        "posting_day": facts.posting_day,
+        "parent_id": facts.parent_id,
+        "ancestor_ids": list(facts.ancestor_ids),
+        "container_id": facts.container_id,
+        "container_type": facts.container_type,
+        "labels": list(facts.labels),
+        "links": [_link_to_document(link) for link in facts.links],
+        "version": version,
+        "seen_at": seen_at,
+        "removed": removed,
+        "removed_by_listing_started_at": removed_by_listing_started_at,
+        "edges": edges_to_documents(edges),
+    }
+
+
+def edges_to_documents(edges: Mapping[str, Edge]) -> list[Document]:
+    return [dict(edge.to_document(), key=key) for key, edge in sorted(edges.items())]
+
+
+def edges_from_document(document: Mapping[str, Any] | None) -> dict[str, Edge]:
+    """Return the edge set stored in an item document, by record key."""
+    if document is None:
+        return {}
+    return {edge["key"]: Edge.from_document(edge) for edge in document.get("edges") or ()}
+
+
+def _link_to_document(link: LinkTarget) -> Document:
+    return {
+        "kind": link.kind,
+        "space_key": link.space_key,
+        "title": link.title,
+        "posting_day": link.posting_day,
+        "content_id": link.content_id,
+    }
+
+
+def _link_from_document(document: Mapping[str, Any]) -> LinkTarget:
+    return LinkTarget(
+        kind=document["kind"],
+        space_key=document.get("space_key"),
+        title=document.get("title"),
+        posting_day=document.get("posting_day"),
+        content_id=document.get("content_id"),
+    )
+
+
+# Structure listings
+
+
+def listing_chunk_ids(listing: str, last_sequence: int) -> Iterator[str]:
+    """Return the ids of the buffered chunks 0 to ``last_sequence`` of a listing."""
+    return (chunk_id(listing, sequence) for sequence in range(last_sequence + 1))
