@@ -176,6 +176,7 @@ class CrawlJob:
         self._lock = threading.Lock()
         self._tallies: dict[str, _SpaceTally] = {}
         self._space_ids: dict[str, int] = {}
+        self._archived_spaces: set[str] = set()
         self._site_base: str | None = None
         self._zone: tzinfo | None = None
         self.state: JobState | None = None
@@ -354,6 +355,8 @@ class CrawlJob:
             space_id = space.get("id")
             if isinstance(space_id, int):
                 self._space_ids[key] = space_id
+            if space.get("status") == "archived":
+                self._archived_spaces.add(key)
             self._tallies[key] = _SpaceTally(remaining=len(kinds) + 1)
             for kind in kinds:
                 units.append((key, self._content_unit(key, kind, window)))
@@ -562,10 +565,13 @@ class CrawlJob:
             or kind in ("comment", "attachment")
         )
 
-    def _search_pages(self, cql: str, expand: str, limit: int) -> Iterator[Page]:
+    def _search_pages(self, key: str, cql: str, expand: str, limit: int) -> Iterator[Page]:
         params: dict[str, str | int] = {"cql": cql}
         if expand:
             params["expand"] = expand
+        if key in self._archived_spaces:
+            # CQL leaves out the content of archived spaces unless the request includes them.
+            params["includeArchivedSpaces"] = "true"
         if self.source.deployment == "datacenter":
             return datacenter_search_pages(self.client, "/content/search", params, limit=limit)
         return cursor_pages(self.client, "/content/search", params, limit=limit)
@@ -580,7 +586,7 @@ class CrawlJob:
             if window.mode is JobMode.INCREMENTAL:
                 assert self._zone is not None
                 cql += " and " + cql_window_clause(window, self._zone)
-            return self._search_pages(cql, joined, limit)
+            return self._search_pages(key, cql, joined, limit)
         path = f"/space/{quote(key, safe='~')}/content/{kind}"
         return offset_pages(self.client, path, {"expand": joined}, limit=limit)
 
@@ -688,7 +694,7 @@ class CrawlJob:
     def _structure_pages(self, key: str) -> Iterator[Page]:
         if self.source.deployment == "cloud-oauth":
             cql = f"space = {cql_string(key)} and type in (page, blogpost)"
-            yield from self._search_pages(cql, _STRUCTURE_EXPAND, STRUCTURE_PAGE_SIZE)
+            yield from self._search_pages(key, cql, _STRUCTURE_EXPAND, STRUCTURE_PAGE_SIZE)
             return
         for kind in ("page", "blogpost"):
             path = f"/space/{quote(key, safe='~')}/content/{kind}"

@@ -302,3 +302,21 @@ def test_oauth_labels_past_200_partial(
     assert errors
     assert all(error["unit"].endswith(":labels") for error in errors)
     assert all(error["status"] == 410 for error in errors)
+
+
+def test_full_crawl_archived_space(start_emulator: StartEmulator, kafka_settings: Settings) -> None:
+    site = start_emulator()
+    archived = {key for key, space in site.server.site.spaces.items() if space.status == "archived"}
+    assert archived
+    source = site.source("cloud", page_size=50, spaces={"statuses": ["current", "archived"]})
+    result = run_job(kafka_settings, source)
+    assert result.status == "succeeded", result.record["errors"]
+    published = read_published(kafka_settings, result.job_id)
+    spaces = set(site.server.site.spaces)
+    assert {record["key"] for record in published.spaces} == spaces
+    assert published.content_versions() == expected_content(site, spaces)
+    archived_kinds = {
+        record["type"] for record in published.content if record["space_key"] in archived
+    }
+    assert {"page", "comment"} <= archived_kinds
+    assert_complete_listings(published, site, spaces)
