@@ -39,10 +39,10 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
-from producer.client import ConfluenceClient
+from producer.client import RequestStats
 from producer.config import SourceConfig
 from producer.errors import (
     ConfigurationError,
@@ -92,6 +92,22 @@ _STRUCTURE_EXPAND = "ancestors,version"
 _LABEL_PAGE_SIZE = 200
 _SPACE_EXPAND = "description.plain,history"
 _OPTIONAL_EXPANSION_STATUSES = frozenset({500, 501})
+
+
+class CrawlClient(Protocol):
+    """The part of ``ConfluenceClient`` the crawl job uses."""
+
+    stats: RequestStats
+
+    def get(
+        self,
+        path: str,
+        params: Mapping[str, str | int] | None = None,
+        *,
+        max_retries: int | None = None,
+    ) -> dict[str, Any]: ...
+
+    def current_user(self) -> dict[str, Any]: ...
 
 
 class CrawlCancelled(Exception):
@@ -157,7 +173,7 @@ class CrawlJob:
     def __init__(
         self,
         source: SourceConfig,
-        client: ConfluenceClient,
+        client: CrawlClient,
         publisher: Publisher,
         load_history: Callable[[], Iterable[Mapping[str, Any]]],
         *,

@@ -100,7 +100,7 @@ def run(
     publisher = DryRunPublisher(Topics(prefix="unit"), SingleObjectCodec())
     job = CrawlJob(
         config,
-        client,  # type: ignore[arg-type]
+        client,
         publisher,
         lambda: history or [],
         options=options,
