@@ -25,7 +25,7 @@ Listing strategy per deployment:
 
 Deletions are not listed as records: trashed and purged pages and blog posts are missing
 from the next complete structure listing of their space, and consumers compare against it.
-Moves create no new version, so an incremental job sees them only in that listing too.
+Moves create no new version, so an incremental job finds them only in that listing too.
 """
 
 from __future__ import annotations
