@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import logging
 import signal
 import sys
@@ -14,6 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from emulator.config import (
@@ -343,7 +343,7 @@ async def run_benchmark(settings: BenchSettings) -> BenchResult:
                     result.statuses[response.status] = result.statuses.get(response.status, 0) + 1
                     if response.status != 200:
                         continue
-                    page = json.loads(body)
+                    page = orjson.loads(body)
                     result.rows += len(page["results"])
                     link = page["_links"].get("next")
                     url = base + link if link and page["results"] else None
