@@ -81,7 +81,12 @@ class Root:
 
 
 def roots_for(serve_cloud: bool, serve_datacenter: bool, context_path: str) -> list[Root]:
-    """Return the roots to serve; Cloud roots first, so they win a clash with a DC context."""
+    """Return the roots to serve; Cloud roots first, so they win a clash with a DC context.
+
+    NOTE: through the gateway, ``_links.base`` is the gateway prefix plus ``/wiki``, so
+    that base plus a next link stays on the gateway; what Cloud sends there is not
+    recorded.
+    """
     roots: list[Root] = []
     if serve_cloud:
         roots.append(Root("cloud", CLOUD_PREFIX, "/wiki", "/wiki"))

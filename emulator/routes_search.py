@@ -114,6 +114,8 @@ def _match(site: Site, query: cql.Query, include_archived: bool) -> MatchList:
 
 def _visible_ids(state: EmulatorState, matches: MatchList) -> list[str]:
     """Drop items changed within the index lag: the search index has not seen them yet."""
+    # NOTE: an edited item disappears from search until the lag has passed, where Cloud
+    # would still find its previous version; window queries see the same result either way.
     if state.search_lag <= 0:
         return matches.ids
     cutoff = state.site.now().timestamp() - state.search_lag
@@ -234,8 +236,9 @@ def _next_link(
 ) -> str:
     """Build a search next link: marker, cursor, expand, limit, a dead start, then cql.
 
-    ``excerpt`` is not carried, as on Cloud. ``includeArchivedSpaces`` is carried so that a
-    walk keeps its scope.
+    ``excerpt`` is not carried, as on Cloud.
+    NOTE: whether Cloud carries ``includeArchivedSpaces`` is not recorded; it is carried
+    here so that a walk keeps its scope.
     """
     params: list[tuple[str, str]] = [("next", "true")]
     if cursor is not None:
