@@ -1,0 +1,548 @@
+"""Tests of the relationships consumer: the batch handler on the MongoDB-protocol server,
+and the whole service through the Kafka broker.
+
+The content tree is the one of ``test_relationships_derive``: space DOC with pages
+1 "Home" > 2 "Guide" > 3 "Install" and 1 > 4 "FAQ", blog post 10, comments 20 and 21 on
+page 3, attachment 30 on page 2, and space OPS with page 100 "Runbook".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from consumer.errors import PoisonRecordError
+from consumer.relationships.derive import Edge, Relation
+from consumer.relationships.service import (
+    EdgeChange,
+    RelationshipHandler,
+    relationship_record,
+)
+from consumer.relationships.state import RelationshipStateStore, WorkingState
+from consumer.runtime import ConsumedRecord
+from schemas.catalogue import RecordType
+from schemas.codec import SingleObjectCodec
+from tests.consumer.test_relationships_derive import TREE, content
+
+SOURCE = "src1"
+FETCHED_AT = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+LISTING_STARTED_AT = FETCHED_AT + timedelta(hours=1)
+
+DOC = "DOC"
+
+
+def contains(item_type: str, item: str, space: str = DOC) -> Edge:
+    return Edge("space", space, Relation.SPACE_CONTAINS, item_type, item)
+
+
+def child(parent: str, page: str, depth_of_parent_chain: Sequence[str]) -> set[Edge]:
+    """Return the parent_of and ancestor_of edges of ``page`` under the ancestor chain."""
+    edges = {Edge("page", parent, Relation.PARENT_OF, "page", page)}
+    for index, ancestor in enumerate(depth_of_parent_chain):
+        depth = len(depth_of_parent_chain) - index
+        edges.add(Edge("page", ancestor, Relation.ANCESTOR_OF, "page", page, depth=depth))
+    return edges
+
+
+def link(source: str, target: str | None, title: str | None = None, space: str = DOC) -> Edge:
+    if title is None:
+        return Edge("page", source, Relation.LINKS_TO, "page", target)
+    return Edge("page", source, Relation.LINKS_TO, "page", target, space, title, target is not None)
+
+
+EDGES_OF: dict[str, set[Edge]] = {
+    "1": {contains("page", "1")},
+    "2": {contains("page", "2")} | child("1", "2", ["1"]),
+    "3": {
+        contains("page", "3"),
+        Edge("label", "global:howto", Relation.LABEL_ON, "page", "3"),
+        Edge("label", "my:todo", Relation.LABEL_ON, "page", "3"),
+        link("3", "4", "FAQ"),
+        Edge("page", "3", Relation.LINKS_TO, "blogpost", "10", DOC, "Release 1.0"),
+        link("3", "100", "Runbook", "OPS"),
+        link("3", "1"),
+        link("3", "2"),
+        link("3", None, "Missing page"),
+    }
+    | child("2", "3", ["1", "2"]),
+    "4": {contains("page", "4")} | child("1", "4", ["1"]),
+    "10": {contains("blogpost", "10")},
+    "20": {contains("comment", "20"), Edge("comment", "20", Relation.COMMENT_ON, "page", "3")},
+    "21": {
+        contains("comment", "21"),
+        Edge("comment", "21", Relation.COMMENT_ON, "page", "3"),
+        Edge("comment", "20", Relation.PARENT_OF, "comment", "21"),
+    },
+    "30": {
+        contains("attachment", "30"),
+        Edge("attachment", "30", Relation.ATTACHMENT_OF, "page", "2"),
+    },
+    "100": {contains("page", "100", "OPS")},
+}
+
+
+def expected_edges(*without: str) -> set[Edge]:
+    return {edge for item, edges in EDGES_OF.items() if item not in without for edge in edges}
+
+
+def tree_record(content_id: str, **changes: Any) -> dict[str, Any]:
+    record = dict(TREE[content_id], fetched_at=FETCHED_AT)
+    record.update(changes)
+    return record
+
+
+def listed(content_id: str, **changes: Any) -> dict[str, Any]:
+    """Return the structure item of a tree page or blog post."""
+    record = TREE[content_id]
+    ancestors = record["ancestor_ids"]
+    item = {
+        "id": content_id,
+        "type": record["type"],
+        "parent_id": ancestors[-1] if ancestors else None,
+        "version_number": record["version_number"],
+        "status": "current",
+    }
+    item.update(changes)
+    return item
+
+
+DOC_PAGES = ("1", "2", "3", "4", "10")
+
+
+class RecordingPublisher:
+    """Publisher that keeps the changes; ``crash_after_publish`` simulates a crash."""
+
+    def __init__(self) -> None:
+        self.changes: list[EdgeChange] = []
+        self.crash_after_publish = False
+
+    def publish(self, changes: Sequence[EdgeChange], derived_at: datetime) -> None:
+        self.changes.extend(changes)
+        if self.crash_after_publish:
+            self.crash_after_publish = False
+            raise SimulatedCrashError("process stopped after publishing")
+
+    def close(self) -> None:
+        pass
+
+
+class SimulatedCrashError(Exception):
+    pass
+
+
+def apply_changes(changes: Iterable[EdgeChange]) -> dict[str, Edge]:
+    """Return the edge set a stream writer ends with after applying ``changes`` in order."""
+    edges: dict[str, Edge] = {}
+    for change in changes:
+        if change.op == "upsert":
+            edges[change.key] = change.edge
+        else:
+            edges.pop(change.key, None)
+    return edges
+
+
+class Harness:
+    """A handler on a fresh database, fed with hand-made consumed records."""
+
+    def __init__(self, database: Database[dict[str, Any]]) -> None:
+        self.database = database
+        self.publisher = RecordingPublisher()
+        self.handler = RelationshipHandler(database, self.publisher)
+        self._offset = 0
+
+    def restart(self) -> None:
+        """Replace the handler, as a new process with the same state would."""
+        self.handler = RelationshipHandler(self.database, self.publisher)
+
+    def consumed(self, record_type: RecordType, value: dict[str, Any]) -> ConsumedRecord:
+        self._offset += 1
+        topic = "test.content" if record_type is RecordType.CONTENT else "test.structure"
+        return ConsumedRecord(topic, 0, self._offset, None, value, record_type, 0)
+
+    def content(self, value: dict[str, Any]) -> ConsumedRecord:
+        return self.consumed(RecordType.CONTENT, value)
+
+    def listing_chunk(
+        self,
+        listing_id: str,
+        sequence: int,
+        kind: str,
+        items: Sequence[dict[str, Any]] = (),
+        item_count: int | None = None,
+        started_at: datetime = LISTING_STARTED_AT,
+    ) -> ConsumedRecord:
+        value = {
+            "source_id": SOURCE,
+            "job_id": "job-2",
+            "space_key": DOC,
+            "space_id": None,
+            "listing_id": listing_id,
+            "sequence": sequence,
+            "kind": kind,
+            "items": list(items),
+            "item_count": item_count,
+            "abort_reason": "GET /rest/api/content answered 503" if kind == "aborted" else None,
+            "started_at": started_at,
+            "fetched_at": started_at,
+        }
+        return self.consumed(RecordType.STRUCTURE_LISTING, value)
+
+    def complete_listing(
+        self, listing_id: str, items: Sequence[dict[str, Any]], chunk_size: int = 2
+    ) -> list[ConsumedRecord]:
+        records = []
+        for sequence, start in enumerate(range(0, len(items), chunk_size)):
+            records.append(
+                self.listing_chunk(listing_id, sequence, "items", items[start : start + chunk_size])
+            )
+        records.append(self.listing_chunk(listing_id, len(records), "complete", (), len(items)))
+        return records
+
+    def handle(self, *records: ConsumedRecord) -> list[EdgeChange]:
+        """Handle one batch; return the changes it published."""
+        before = len(self.publisher.changes)
+        self.handler.handle(records)
+        return self.publisher.changes[before:]
+
+    def handle_tree(self) -> list[EdgeChange]:
+        return self.handle(*(self.content(tree_record(content_id)) for content_id in TREE))
+
+    def edges(self) -> set[Edge]:
+        return set(apply_changes(self.publisher.changes).values())
+
+    def state_documents(self) -> dict[str, dict[str, Any]]:
+        collection = RelationshipStateStore(self.database, SOURCE).collection
+        return {document["_id"]: document for document in collection.find()}
+
+
+@pytest.fixture
+def harness(mongo_uri: str) -> Iterator[Harness]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
+    name = f"test_rel_{uuid.uuid4().hex[:10]}"
+    try:
+        yield Harness(client[name])
+    finally:
+        client.drop_database(name)
+        client.close()
+
+
+def edges_of_changes(changes: Iterable[EdgeChange], op: str) -> set[Edge]:
+    return {change.edge for change in changes if change.op == op}
+
+
+# The batch handler
+
+
+def test_tree_in_one_batch(harness: Harness) -> None:
+    changes = harness.handle_tree()
+
+    assert harness.edges() == expected_edges()
+    assert all(change.op == "upsert" for change in changes)
+    assert len(changes) == len(expected_edges())
+
+
+def test_tree_one_record_per_batch(harness: Harness) -> None:
+    order = ["3", *(content_id for content_id in reversed(list(TREE)) if content_id != "3")]
+    for content_id in order:
+        harness.handle(harness.content(tree_record(content_id)))
+
+    assert harness.edges() == expected_edges()
+    removed = edges_of_changes(harness.publisher.changes, "remove")
+    assert link("3", None, "FAQ") in removed
+    assert link("3", None, "Runbook", "OPS") in removed
+    assert Edge("page", "3", Relation.LINKS_TO, "unknown", "1") in removed
+
+
+def test_records_carry_derivation(harness: Harness) -> None:
+    changes = harness.handle(harness.content(tree_record("2")))
+
+    record = relationship_record(changes[0], FETCHED_AT)
+    encoded = SingleObjectCodec().encode(RecordType.RELATIONSHIP, record)
+    decoded = SingleObjectCodec().decode(encoded, RecordType.RELATIONSHIP)
+
+    assert decoded["source_id"] == SOURCE
+    assert decoded["job_id"] == "job-1"
+    assert decoded["op"] == "upsert"
+    assert decoded["derived_from"]["topic"] == "test.content"
+    assert decoded["derived_from"]["offset"] == 1
+    assert decoded["derived_from"]["content_id"] == "2"
+    assert decoded["derived_from"]["content_version"] == 1
+    assert decoded["derived_from"]["listing_id"] is None
+
+
+def test_link_resolves_when_page_appears(harness: Harness) -> None:
+    harness.handle_tree()
+    new_page = content(id="5", title="Missing page", ancestor_ids=["1"], fetched_at=FETCHED_AT)
+
+    changes = harness.handle(harness.content(new_page))
+
+    assert edges_of_changes(changes, "remove") == {link("3", None, "Missing page")}
+    assert edges_of_changes(changes, "upsert") == {
+        link("3", "5", "Missing page"),
+        contains("page", "5"),
+    } | child("1", "5", ["1"])
+
+
+def test_edit_changes_links_and_labels(harness: Harness) -> None:
+    harness.handle_tree()
+    edited = tree_record(
+        "3",
+        version_number=2,
+        labels=["global:howto", "global:setup"],
+        body_storage='<ac:link><ri:page ri:content-title="FAQ" /></ac:link>',
+    )
+
+    changes = harness.handle(harness.content(edited))
+
+    assert edges_of_changes(changes, "upsert") == {
+        Edge("label", "global:setup", Relation.LABEL_ON, "page", "3")
+    }
+    assert edges_of_changes(changes, "remove") == {
+        Edge("label", "my:todo", Relation.LABEL_ON, "page", "3"),
+        Edge("page", "3", Relation.LINKS_TO, "blogpost", "10", DOC, "Release 1.0"),
+        link("3", "100", "Runbook", "OPS"),
+        link("3", "1"),
+        link("3", "2"),
+        link("3", None, "Missing page"),
+    }
+
+
+def test_move_by_new_version(harness: Harness) -> None:
+    harness.handle_tree()
+    moved = tree_record("3", version_number=2, ancestor_ids=["1", "4"], parent_id="4")
+
+    changes = harness.handle(harness.content(moved))
+
+    assert edges_of_changes(changes, "upsert") == {
+        Edge("page", "4", Relation.PARENT_OF, "page", "3"),
+        Edge("page", "4", Relation.ANCESTOR_OF, "page", "3", depth=1),
+    }
+    assert edges_of_changes(changes, "remove") == {
+        Edge("page", "2", Relation.PARENT_OF, "page", "3"),
+        Edge("page", "2", Relation.ANCESTOR_OF, "page", "3", depth=1),
+    }
+
+
+def test_trash_then_restore(harness: Harness) -> None:
+    harness.handle_tree()
+
+    trashed = harness.handle(harness.content(tree_record("4", status="trashed", version_number=2)))
+
+    assert edges_of_changes(trashed, "remove") == EDGES_OF["4"] | {link("3", "4", "FAQ")}
+    assert edges_of_changes(trashed, "upsert") == {link("3", None, "FAQ")}
+    assert harness.edges() == expected_edges("4") - {link("3", "4", "FAQ")} | {
+        link("3", None, "FAQ")
+    }
+
+    harness.handle(harness.content(tree_record("4", version_number=3)))
+
+    assert harness.edges() == expected_edges()
+
+
+def test_older_version_is_ignored(harness: Harness) -> None:
+    harness.handle_tree()
+    harness.handle(harness.content(tree_record("3", version_number=2, labels=[])))
+
+    changes = harness.handle(harness.content(tree_record("3")))
+
+    assert changes == []
+    labels = {edge for edge in harness.edges() if edge.relation is Relation.LABEL_ON}
+    assert labels == set()
+
+
+def test_purge_by_complete_listing(harness: Harness) -> None:
+    harness.handle_tree()
+    listing = [listed(content_id) for content_id in DOC_PAGES if content_id not in ("3", "4")]
+
+    changes = harness.handle(*harness.complete_listing("L1", listing))
+
+    assert harness.edges() == expected_edges("3", "4", "20", "21")
+    assert all(change.cause.listing_id == "L1" for change in changes)
+    documents = harness.state_documents()
+    for content_id in ("3", "4", "20", "21"):
+        assert documents[f"item:{content_id}"]["removed"] is True
+    assert documents["item:2"]["removed"] is False
+    assert documents["listing:L1"]["state"] == "done"
+    assert not any(doc_id.startswith("listing:L1:") for doc_id in documents)
+
+
+def test_purged_link_target_becomes_unresolved(harness: Harness) -> None:
+    harness.handle_tree()
+    listing = [listed(content_id) for content_id in DOC_PAGES if content_id != "4"]
+
+    changes = harness.handle(*harness.complete_listing("L1", listing))
+
+    assert link("3", None, "FAQ") in edges_of_changes(changes, "upsert")
+    assert harness.edges() == expected_edges("4") - {link("3", "4", "FAQ")} | {
+        link("3", None, "FAQ")
+    }
+
+
+def test_purged_item_stays_removed(harness: Harness) -> None:
+    harness.handle_tree()
+    listing = [listed(content_id) for content_id in DOC_PAGES if content_id != "4"]
+    harness.handle(*harness.complete_listing("L1", listing))
+
+    redelivered = harness.handle(harness.content(tree_record("4")))
+    recreated = harness.handle(
+        harness.content(tree_record("4", fetched_at=LISTING_STARTED_AT + timedelta(hours=1)))
+    )
+
+    assert redelivered == []
+    assert edges_of_changes(recreated, "upsert") >= EDGES_OF["4"]
+    assert harness.edges() == expected_edges()
+
+
+def test_aborted_listing_removes_nothing(harness: Harness) -> None:
+    harness.handle_tree()
+    only_home = [listed("1")]
+
+    aborted = harness.handle(
+        harness.listing_chunk("L1", 0, "items", only_home),
+        harness.listing_chunk("L1", 1, "aborted"),
+    )
+    late_complete = harness.handle(harness.listing_chunk("L1", 2, "complete", (), 1))
+
+    assert aborted == []
+    assert late_complete == []
+    assert harness.edges() == expected_edges()
+    assert harness.state_documents()["listing:L1"]["state"] == "aborted"
+
+
+def test_unfinished_listing_removes_nothing(harness: Harness) -> None:
+    harness.handle_tree()
+
+    unfinished = harness.handle(harness.listing_chunk("L1", 0, "items", [listed("1")]))
+    superseded = harness.handle(*harness.complete_listing("L2", [listed(c) for c in DOC_PAGES]))
+
+    assert unfinished == []
+    assert superseded == []
+    documents = harness.state_documents()
+    assert documents["listing:L1"]["state"] == "superseded"
+    assert "listing:L1:000000000" not in documents
+    assert harness.edges() == expected_edges()
+
+
+def test_listing_with_gap_removes_nothing(harness: Harness) -> None:
+    harness.handle_tree()
+
+    changes = harness.handle(
+        harness.listing_chunk("L1", 0, "items", [listed("1")]),
+        harness.listing_chunk("L1", 2, "items", [listed("2")]),
+        harness.listing_chunk("L1", 3, "complete", (), 2),
+    )
+    wrong_count = harness.handle(
+        harness.listing_chunk("L2", 0, "items", [listed("1")]),
+        harness.listing_chunk("L2", 1, "complete", (), 5),
+    )
+
+    assert changes == []
+    assert wrong_count == []
+    assert harness.state_documents()["listing:L1"]["state"] == "incomplete"
+    assert harness.edges() == expected_edges()
+
+
+def test_listing_keeps_items_fetched_later(harness: Harness) -> None:
+    harness.handle_tree()
+    created_later = content(
+        id="5", title="New", ancestor_ids=["1"], fetched_at=LISTING_STARTED_AT + timedelta(1)
+    )
+    harness.handle(harness.content(created_later))
+
+    changes = harness.handle(*harness.complete_listing("L1", [listed(c) for c in DOC_PAGES]))
+
+    assert changes == []
+    assert contains("page", "5") in harness.edges()
+
+
+def test_listing_applies_move_and_trash(harness: Harness) -> None:
+    harness.handle_tree()
+    items = [listed(c) for c in DOC_PAGES if c not in ("3", "10")]
+    items += [listed("3", parent_id="4"), listed("10", status="trashed")]
+
+    changes = harness.handle(*harness.complete_listing("L1", items))
+
+    assert edges_of_changes(changes, "upsert") == {
+        Edge("page", "4", Relation.PARENT_OF, "page", "3"),
+        Edge("page", "4", Relation.ANCESTOR_OF, "page", "3", depth=1),
+        Edge("page", "3", Relation.LINKS_TO, "blogpost", None, DOC, "Release 1.0", False),
+    }
+    assert edges_of_changes(changes, "remove") == {
+        Edge("page", "2", Relation.PARENT_OF, "page", "3"),
+        Edge("page", "2", Relation.ANCESTOR_OF, "page", "3", depth=1),
+        Edge("page", "3", Relation.LINKS_TO, "blogpost", "10", DOC, "Release 1.0"),
+        contains("blogpost", "10"),
+    }
+
+
+def test_redelivered_batch_changes_nothing(harness: Harness) -> None:
+    records = [harness.content(tree_record(content_id)) for content_id in TREE]
+    records += harness.complete_listing("L1", [listed(c) for c in DOC_PAGES if c != "4"])
+    harness.handle(*records)
+    state_after_first = harness.state_documents()
+
+    again = harness.handle(*records)
+
+    assert again == []
+    assert harness.state_documents() == state_after_first
+
+
+def test_crash_after_publish_republishes(harness: Harness) -> None:
+    harness.handle_tree()
+    new_page = content(id="5", title="Missing page", ancestor_ids=["1"], fetched_at=FETCHED_AT)
+    listing = [listed(c) for c in DOC_PAGES if c != "4"]
+    listing.append(listed("1", id="5", parent_id="1"))
+    batch = [harness.content(new_page), *harness.complete_listing("L1", listing)]
+    before = len(harness.publisher.changes)
+    harness.publisher.crash_after_publish = True
+    with pytest.raises(SimulatedCrashError):
+        harness.handle(*batch)
+    first_attempt = harness.publisher.changes[before:]
+
+    harness.restart()
+    retried = harness.handle(*batch)
+
+    assert len(first_attempt) > 0
+    assert [(c.op, c.key, c.edge) for c in retried] == [
+        (c.op, c.key, c.edge) for c in first_attempt
+    ]
+    assert harness.edges() == (
+        expected_edges("4") - {link("3", "4", "FAQ"), link("3", None, "Missing page")}
+    ) | {link("3", None, "FAQ"), link("3", "5", "Missing page"), contains("page", "5")} | child(
+        "1", "5", ["1"]
+    )
+
+
+def test_restart_continues_from_state(harness: Harness) -> None:
+    harness.handle_tree()
+    harness.restart()
+
+    changes = harness.handle(
+        harness.content(tree_record("4", version_number=2, labels=["global:faq"]))
+    )
+
+    assert [(change.op, change.edge) for change in changes] == [
+        ("upsert", Edge("label", "global:faq", Relation.LABEL_ON, "page", "4"))
+    ]
+
+
+def test_record_without_space_key_is_poison(harness: Harness) -> None:
+    record = harness.content(tree_record("1", space_key=""))
+
+    with pytest.raises(PoisonRecordError, match="space key"):
+        harness.handle(record)
+
+
+def test_working_state_reads_written_edges(harness: Harness) -> None:
+    harness.handle_tree()
+
+    state = WorkingState(RelationshipStateStore(harness.database, SOURCE))
+
+    assert state.find_by_title("page", DOC, "FAQ", None) == "4"
+    assert state.reference_holders("id:3") == {"20", "21"}
