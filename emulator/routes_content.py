@@ -446,9 +446,6 @@ async def get_version(request: web.Request) -> web.Response:
     return json_response(version_json(shape_of(request), content, version, expand))
 
 
-_RESTRICTION_DEFAULT: Expand = {"restrictions": {"user": {}, "group": {}}}
-
-
 def _restriction_expand(request: web.Request) -> Expand:
     expand = request_expand(request, use_defaults_when_absent=False)
     merged: Expand = {"restrictions": {"user": {}, "group": {}}}
@@ -596,8 +593,3 @@ async def media_file(request: web.Request) -> web.Response:
         content_type=attachment.media_type or "application/octet-stream",
         headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(attachment.title)}"},
     )
-
-
-def reject_missing(request: web.Request, content_id: str) -> ApiError:
-    """Return the 404 for a content id (used by routes that look content up themselves)."""
-    return content_not_found(content_id, request)

@@ -567,7 +567,7 @@ def body_json(ctx: ShapeContext, content: Content, expand: Expand) -> JSON:
 def child_types_json(ctx: ShapeContext, content: Content) -> JSON:
     """Build ``childTypes``: which kinds of children a content item has."""
     types: JSON = {}
-    kinds = _child_kinds(content)
+    kinds = child_kinds(content)
     for kind in kinds:
         has = bool(ctx.site.children(content.id, kind))
         types[kind.value] = {
@@ -577,7 +577,8 @@ def child_types_json(ctx: ShapeContext, content: Content) -> JSON:
     return types
 
 
-def _child_kinds(content: Content) -> tuple[ContentType, ...]:
+def child_kinds(content: Content) -> tuple[ContentType, ...]:
+    """Return the child types a content item can have (pages only under pages)."""
     if content.type is ContentType.PAGE:
         return (ContentType.ATTACHMENT, ContentType.COMMENT, ContentType.PAGE)
     if content.type is ContentType.BLOGPOST:
@@ -585,11 +586,6 @@ def _child_kinds(content: Content) -> tuple[ContentType, ...]:
     if content.type is ContentType.COMMENT:
         return (ContentType.ATTACHMENT, ContentType.COMMENT)
     return ()
-
-
-def child_kinds(content: Content) -> tuple[ContentType, ...]:
-    """Return the child types a content item can have (pages only under pages)."""
-    return _child_kinds(content)
 
 
 def embedded_children_json(
@@ -603,7 +599,7 @@ def embedded_children_json(
     segment = "descendant" if descendants else "child"
     body: JSON = {}
     expandable: JSON = {}
-    for kind in sorted(_child_kinds(content), key=lambda kind: kind.value):
+    for kind in sorted(child_kinds(content), key=lambda kind: kind.value):
         if kind.value in expand:
             if descendants:
                 items = ctx.site.descendants(content.id, kind)
@@ -861,8 +857,3 @@ def search_result_json(ctx: ShapeContext, content: Content, expand: Expand) -> J
         "score": 0.0,
     }
     return result
-
-
-def now_utc() -> datetime:
-    """Return the wall-clock time in UTC (for ``searchDuration`` and similar)."""
-    return datetime.now(UTC)
