@@ -187,10 +187,8 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     await runner.setup()
     tcp_site = web.TCPSite(runner, host, port, backlog=1024)
     await tcp_site.start()
-    server = tcp_site._server
-    assert server is not None
-    sockets = getattr(server, "sockets", None) or []
-    bound = int(sockets[0].getsockname()[1]) if sockets else port
+    addresses = runner.addresses
+    bound = int(addresses[0][1]) if addresses else port
     return runner, bound
 
 
@@ -237,6 +235,7 @@ class ServerThread:
             )
         except BaseException as error:  # reported to the starting thread
             self._error = error
+            self._loop.close()
             self._ready.set()
             return
         self._ready.set()
