@@ -8,26 +8,32 @@ page 3, attachment 30 on page 2, and space OPS with page 100 "Runbook".
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from connections.kafka import consumer_config
 from consumer.errors import PoisonRecordError
 from consumer.relationships.derive import Edge, Relation
 from consumer.relationships.service import (
     EdgeChange,
     RelationshipHandler,
+    consumer_options,
     relationship_record,
+    run,
 )
 from consumer.relationships.state import RelationshipStateStore, WorkingState
 from consumer.runtime import ConsumedRecord
 from schemas.catalogue import RecordType
 from schemas.codec import SingleObjectCodec
+from tests.consumer.conftest import ConsumerEnv, RecordPublisher, wait_until
 from tests.consumer.test_relationships_derive import TREE, content
 
 SOURCE = "src1"
@@ -112,6 +118,42 @@ def listed(content_id: str, **changes: Any) -> dict[str, Any]:
     return item
 
 
+def listing_value(
+    listing_id: str,
+    sequence: int,
+    kind: str,
+    items: Sequence[dict[str, Any]] = (),
+    item_count: int | None = None,
+) -> dict[str, Any]:
+    """Return a StructureListing chunk of space DOC."""
+    return {
+        "source_id": SOURCE,
+        "job_id": "job-2",
+        "space_key": DOC,
+        "space_id": None,
+        "listing_id": listing_id,
+        "sequence": sequence,
+        "kind": kind,
+        "items": list(items),
+        "item_count": item_count,
+        "abort_reason": "GET /rest/api/content answered 503" if kind == "aborted" else None,
+        "started_at": LISTING_STARTED_AT,
+        "fetched_at": LISTING_STARTED_AT,
+    }
+
+
+def complete_listing_values(
+    listing_id: str, items: Sequence[dict[str, Any]], chunk_size: int = 2
+) -> list[dict[str, Any]]:
+    """Return the chunks of a complete listing of ``items``."""
+    values = [
+        listing_value(listing_id, sequence, "items", items[start : start + chunk_size])
+        for sequence, start in enumerate(range(0, len(items), chunk_size))
+    ]
+    values.append(listing_value(listing_id, len(values), "complete", (), len(items)))
+    return values
+
+
 DOC_PAGES = ("1", "2", "3", "4", "10")
 
 
@@ -175,34 +217,17 @@ class Harness:
         kind: str,
         items: Sequence[dict[str, Any]] = (),
         item_count: int | None = None,
-        started_at: datetime = LISTING_STARTED_AT,
     ) -> ConsumedRecord:
-        value = {
-            "source_id": SOURCE,
-            "job_id": "job-2",
-            "space_key": DOC,
-            "space_id": None,
-            "listing_id": listing_id,
-            "sequence": sequence,
-            "kind": kind,
-            "items": list(items),
-            "item_count": item_count,
-            "abort_reason": "GET /rest/api/content answered 503" if kind == "aborted" else None,
-            "started_at": started_at,
-            "fetched_at": started_at,
-        }
+        value = listing_value(listing_id, sequence, kind, items, item_count)
         return self.consumed(RecordType.STRUCTURE_LISTING, value)
 
     def complete_listing(
-        self, listing_id: str, items: Sequence[dict[str, Any]], chunk_size: int = 2
+        self, listing_id: str, items: Sequence[dict[str, Any]]
     ) -> list[ConsumedRecord]:
-        records = []
-        for sequence, start in enumerate(range(0, len(items), chunk_size)):
-            records.append(
-                self.listing_chunk(listing_id, sequence, "items", items[start : start + chunk_size])
-            )
-        records.append(self.listing_chunk(listing_id, len(records), "complete", (), len(items)))
-        return records
+        return [
+            self.consumed(RecordType.STRUCTURE_LISTING, value)
+            for value in complete_listing_values(listing_id, items)
+        ]
 
     def handle(self, *records: ConsumedRecord) -> list[EdgeChange]:
         """Handle one batch; return the changes it published."""
@@ -546,3 +571,144 @@ def test_working_state_reads_written_edges(harness: Harness) -> None:
 
     assert state.find_by_title("page", DOC, "FAQ", None) == "4"
     assert state.reference_holders("id:3") == {"20", "21"}
+
+
+# The service through the Kafka broker
+
+
+class RelationshipTopicReader:
+    """Reads the relationships topic of a test and applies its records in order."""
+
+    def __init__(self, env: ConsumerEnv) -> None:
+        self.env = env
+        self.codec = SingleObjectCodec()
+        group = env.group(f"reader-{uuid.uuid4().hex[:6]}")
+        self._consumer = Consumer(consumer_config(env.settings, group))
+        self._consumer.subscribe([env.topics.relationships])
+        self.records: list[dict[str, Any]] = []
+        self._edges: dict[str, Edge] = {}
+
+    def poll(self) -> None:
+        """Read what has arrived, waiting at most about a second."""
+        for message in self._consumer.consume(500, 1.0):
+            if message.error() is not None:
+                continue
+            record = self.codec.decode(message.value(), RecordType.RELATIONSHIP)
+            self.records.append(record)
+            key = message.key().decode()
+            if record["op"] == "upsert":
+                self._edges[key] = edge_of_record(record)
+            else:
+                self._edges.pop(key, None)
+
+    def edges(self) -> set[Edge]:
+        self.poll()
+        return set(self._edges.values())
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def edge_of_record(record: dict[str, Any]) -> Edge:
+    return Edge(
+        record["from_type"],
+        record["from_id"],
+        Relation(record["relation"]),
+        record["to_type"],
+        record["to_id"],
+        record["to_space_key"],
+        record["to_title"],
+        record["resolved"],
+        record["depth"],
+    )
+
+
+class ServiceThread:
+    """Runs ``consumer.relationships.service.run`` in a thread until ``stop()``."""
+
+    def __init__(self, env: ConsumerEnv) -> None:
+        self.stop_event = threading.Event()
+        self.status: int | None = None
+        options = consumer_options(
+            env.settings, group_id=env.group("relationships"), batch_timeout_s=0.2
+        )
+        self._thread = threading.Thread(
+            target=self._run, args=(env, options), name="relationships", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, env: ConsumerEnv, options: Any) -> None:
+        self.status = run(env.settings, options, stop_event=self.stop_event)
+
+    def stop(self) -> int | None:
+        self.stop_event.set()
+        self._thread.join(90)
+        assert not self._thread.is_alive(), "relationships consumer did not stop"
+        return self.status
+
+
+def publish_tree(publisher: RecordPublisher) -> None:
+    for content_id in TREE:
+        publisher.publish(RecordType.CONTENT, tree_record(content_id))
+    publisher.flush()
+
+
+def wait_for_edges(reader: RelationshipTopicReader, expected: set[Edge], what: str) -> None:
+    wait_until(lambda: reader.edges() == expected, what)
+
+
+def test_service_tree_and_purge(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env(partitions=2)
+    publisher = RecordPublisher(env)
+    reader = RelationshipTopicReader(env)
+    publish_tree(publisher)
+    service = ServiceThread(env)
+    try:
+        wait_for_edges(reader, expected_edges(), "the edges of the tree")
+
+        listing = [listed(c) for c in DOC_PAGES if c not in ("3", "4")]
+        for value in complete_listing_values("L1", listing):
+            publisher.publish(RecordType.STRUCTURE_LISTING, value)
+        publisher.flush()
+
+        wait_for_edges(
+            reader, expected_edges("3", "4", "20", "21"), "the edges after the purge of 3 and 4"
+        )
+    finally:
+        status = service.stop()
+        reader.close()
+    assert status == 0
+    removals = [record for record in reader.records if record["op"] == "remove"]
+    assert {record["derived_from"]["listing_id"] for record in removals} == {"L1"}
+    assert all(record["job_id"] == "job-2" for record in removals)
+
+
+def test_service_restart_continues_from_state(
+    consumer_env: Callable[..., ConsumerEnv],
+) -> None:
+    env = consumer_env(partitions=2)
+    publisher = RecordPublisher(env)
+    reader = RelationshipTopicReader(env)
+    publish_tree(publisher)
+    first = ServiceThread(env)
+    try:
+        wait_for_edges(reader, expected_edges(), "the edges of the tree")
+    finally:
+        first_status = first.stop()
+    published_by_first = len(reader.records)
+
+    publisher.publish(RecordType.CONTENT, tree_record("4", version_number=2, labels=["global:faq"]))
+    publisher.flush()
+    second = ServiceThread(env)
+    label = Edge("label", "global:faq", Relation.LABEL_ON, "page", "4")
+    try:
+        wait_for_edges(reader, expected_edges() | {label}, "the label edge of version 2")
+    finally:
+        second_status = second.stop()
+    reader.poll()
+    reader.close()
+
+    assert first_status == 0
+    assert second_status == 0
+    assert published_by_first == len(expected_edges())
+    assert [edge_of_record(record) for record in reader.records[published_by_first:]] == [label]
