@@ -17,7 +17,9 @@ records to ``{prefix}.relationships``, keyed by ``schemas.keys.relationship_key`
   ``complete`` never arrives remove nothing.
 
 A listing can only remove or change an item whose newest record was fetched before the
-listing started: an item created after that is missing from the listing for no reason.
+listing started, because an item created after that is missing from the listing for no
+fault of its own. ``{prefix}.spaces`` is not consumed: the space of every edge comes from
+the content records.
 """
 
 from __future__ import annotations
@@ -84,8 +86,10 @@ DEFAULT_GROUP_ID = "confluence-relationships"
 PUBLISH_TIMEOUT_SECONDS = 120.0
 # Statuses a structure listing may set on a known item; others leave it unchanged.
 _LISTED_STATUSES = LIVE_STATUSES | {"trashed", "deleted", "draft"}
-# A record of an old version, not the item's state; it never changes edges.
-_IGNORED_STATUSES = frozenset({"historical"})
+# A historical record is an old version, not the item's state. A status this schema
+# version does not list decodes as unknown, and guessing its meaning could drop every
+# edge of the item, so such records leave the item as it is.
+_IGNORED_STATUSES = frozenset({"historical", "unknown"})
 
 Op = Literal["upsert", "remove"]
 

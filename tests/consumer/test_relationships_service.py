@@ -381,6 +381,18 @@ def test_older_version_is_ignored(harness: Harness) -> None:
     assert labels == set()
 
 
+def test_unknown_and_historical_status_are_skipped(harness: Harness) -> None:
+    harness.handle_tree()
+
+    changes = harness.handle(
+        harness.content(tree_record("3", status="unknown", version_number=2)),
+        harness.content(tree_record("4", status="historical", version_number=2)),
+    )
+
+    assert changes == []
+    assert harness.edges() == expected_edges()
+
+
 def test_purge_by_complete_listing(harness: Harness) -> None:
     harness.handle_tree()
     listing = [listed(content_id) for content_id in DOC_PAGES if content_id not in ("3", "4")]
