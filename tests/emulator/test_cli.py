@@ -10,11 +10,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import requests
 
 from emulator.app import ServerThread
-from emulator.cli import bench_serve_argv, main
+from emulator.cli import bench_serve_argv, main, page_tail
 
 from .conftest import api_for, make_options
 
@@ -180,3 +181,18 @@ def test_bench_prints_result(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bench_passes_serve_options() -> None:
     argv = ["bench", "--pages", "60", "--duration=3", "--limit", "10", "--port", "9", "--dc-quirks"]
     assert bench_serve_argv(argv) == ["serve", "--pages", "60", "--dc-quirks", "--port", "0"]
+
+
+def test_bench_reads_page_tail() -> None:
+    body = orjson.dumps(
+        {
+            "results": [{"id": "1", "_links": {"next": "/rest/api/content/1/child/page"}}],
+            "start": 0,
+            "limit": 1,
+            "size": 1,
+            "_links": {"base": "http://h/wiki", "next": "/rest/api/content?start=1"},
+        }
+    )
+    assert page_tail(body) == (1, "/rest/api/content?start=1")
+    last = orjson.dumps({"results": [], "start": 5, "limit": 1, "size": 0, "_links": {}})
+    assert page_tail(last) == (0, None)
