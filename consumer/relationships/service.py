@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -51,7 +51,6 @@ from consumer.relationships.derive import (
     derive_edges,
     diff_edges,
     facts_from_content,
-    id_reference,
     identity_references,
     references,
 )
@@ -243,9 +242,27 @@ class SourceBatch:
         if previous is not None:
             dependent_on |= identity_references(previous)
         for reference in sorted(dependent_on):
-            for holder in sorted(state.reference_holders(reference)):
+            for holder in self._holders(reference):
                 if holder != content_id:
                     self._touch(holder, cause)
+
+    def _holders(self, reference: str) -> list[str]:
+        """Return the items whose current facts contain ``reference``.
+
+        A stored holder whose facts no longer contain it is left over from a batch that
+        stopped between its writes, and is removed from the reference here.
+        """
+        state = self.state
+        holders = sorted(state.reference_holders(reference))
+        state.prefetch(item_id(holder) for holder in holders)
+        current: list[str] = []
+        for holder in holders:
+            facts = state.facts(holder)
+            if facts is not None and reference in references(facts):
+                current.append(holder)
+            else:
+                state.remove_reference(reference, holder)
+        return current
 
     def _touch(self, content_id: str, cause: Cause) -> None:
         self._touched[content_id] = cause
@@ -298,15 +315,22 @@ class SourceBatch:
 
     def _open_listing(self, value: Mapping[str, Any], listing: str, space_key: str) -> Document:
         state = self.state
-        pointer = state.get(space_id(space_key))
-        if pointer is not None and pointer["listing_id"] != listing:
-            older = state.get(listing_id(pointer["listing_id"]))
+        # The space's pointer names its newest listing and the one before. It is written
+        # first, so a batch that stopped before the older listing was marked superseded
+        # still finds that listing on redelivery, or when the next listing starts.
+        pointer = state.get(space_id(space_key)) or {}
+        previous = pointer.get("listing_id")
+        earlier = pointer.get("previous_listing_id")
+        for older_id in (previous, earlier):
+            if older_id is None or older_id == listing:
+                continue
+            older = state.get(listing_id(older_id))
             if older is not None and older["state"] == "open":
                 log.warning(
                     "structure listing never finished, superseded by a newer one; no "
                     "deletions derived from it space_key=%s listing_id=%s newer_listing_id=%s",
                     space_key,
-                    older["listing_id"],
+                    older_id,
                     listing,
                 )
                 self._finish_listing(dict(older), "superseded")
@@ -316,8 +340,9 @@ class SourceBatch:
                 "kind": "space",
                 "space_key": space_key,
                 "listing_id": listing,
+                "previous_listing_id": earlier if previous == listing else previous,
             },
-            WriteGroup.LISTINGS,
+            WriteGroup.INDEXES,
         )
         return {
             "_id": listing_id(listing),
@@ -426,12 +451,15 @@ class SourceBatch:
         # only when the listing contains some, because a producer may list pages only.
         judged_types = set(LINKABLE_TYPES) | {item["type"] for item in listed.values()}
         missing: set[str] = set()
+        contained: dict[str, str] = {}
         for content_id in sorted(state.live_item_ids_in_space(header["space_key"])):
             document = state.item(content_id)
             if document is None or document.get("removed"):
                 continue
             if int(document["seen_at"]) >= started_at:
                 continue
+            if document["type"] in ("comment", "attachment") and document.get("container_id"):
+                contained[content_id] = document["container_id"]
             entry = listed.get(content_id)
             if entry is None:
                 if document["type"] in judged_types:
@@ -439,7 +467,14 @@ class SourceBatch:
                 continue
             self._apply_listed_item(document, entry, listed, started_at, cause)
 
-        removed = self._with_contained_items(missing)
+        # Comments and attachments go with their container. The container's tombstone is
+        # checked too, because a batch that stopped between its writes may have stored
+        # the container's removal but not yet theirs.
+        state.prefetch(item_id(container) for container in contained.values())
+        removed = set(missing)
+        for content_id, container in contained.items():
+            if container in missing or state.is_removed(container):
+                removed.add(content_id)
         for content_id in sorted(removed):
             document = state.item(content_id)
             if document is None:
@@ -457,25 +492,6 @@ class SourceBatch:
                 removed_at=started_at,
             )
         return len(removed)
-
-    def _with_contained_items(self, removed: set[str]) -> set[str]:
-        """Add the live comments and attachments of removed items, which go with them."""
-        result = set(removed)
-        pending = sorted(removed)
-        while pending:
-            container = pending.pop()
-            for holder in sorted(self.state.reference_holders(id_reference(container))):
-                document = self.state.item(holder)
-                if (
-                    document is not None
-                    and not document.get("removed")
-                    and document["type"] in ("comment", "attachment")
-                    and document.get("container_id") == container
-                    and holder not in result
-                ):
-                    result.add(holder)
-                    pending.append(holder)
-        return result
 
     def _apply_listed_item(
         self,
@@ -660,15 +676,23 @@ class EdgePublisher(Protocol):
 class RelationshipHandler:
     """``BatchHandler`` of the relationships consumer."""
 
-    def __init__(self, database: Database[Document], publisher: EdgePublisher) -> None:
+    def __init__(
+        self,
+        database: Database[Document],
+        publisher: EdgePublisher,
+        store_factory: Callable[
+            [Database[Document], str], RelationshipStateStore
+        ] = RelationshipStateStore,
+    ) -> None:
         self._database = database
         self._publisher = publisher
+        self._store_factory = store_factory
         self._stores: dict[str, RelationshipStateStore] = {}
 
     def _store(self, source_id: str) -> RelationshipStateStore:
         store = self._stores.get(source_id)
         if store is None:
-            store = RelationshipStateStore(self._database, source_id)
+            store = self._store_factory(self._database, source_id)
             store.ensure_indexes()
             self._stores[source_id] = store
         return store

@@ -16,8 +16,9 @@ filter FerretDB pushes down to its storage:
     The items whose edges depend on a reference (``id:{content id}`` or a title
     reference), so that a change of the referenced item re-derives exactly those items.
 ``listing:{listing id}`` and ``listing:{listing id}:{sequence}``
-    A structure listing in progress and its buffered chunks; ``space:{space key}`` names
-    the space's newest listing, so an unfinished older one is cleaned up.
+    A structure listing in progress and its buffered chunks. ``space:{space key}`` names
+    the space's newest listing and the one before, so an unfinished older one is
+    cleaned up.
 
 ``WorkingState`` reads these documents once per batch and collects every change in
 memory; ``operations()`` returns the writes in an order that keeps a crash between two
@@ -59,6 +60,11 @@ class WriteGroup(IntEnum):
     between, the redelivered record still looks new and is applied again in full.
     A listing is marked done only after its removals, and its buffered chunks are
     deleted last.
+
+    References are added first and removed last, so the stored holders of a reference
+    are a superset of the true ones at every point. A redelivered batch then still finds
+    every dependent item, and ``WorkingState`` users drop a holder whose facts no longer
+    contain the reference.
     """
 
     INDEXES = 0
@@ -308,7 +314,7 @@ class WorkingState:
         for doc_id in sorted(self._reference_removes):
             holders = sorted(self._reference_removes[doc_id])
             if holders:
-                grouped[WriteGroup.INDEXES].append(
+                grouped[WriteGroup.CLEANUP].append(
                     UpdateOne({"_id": doc_id}, {"$pullAll": {"holders": holders}})
                 )
         for doc_id in sorted(self._reference_adds):

@@ -556,6 +556,96 @@ def test_crash_after_publish_republishes(harness: Harness) -> None:
     )
 
 
+class CrashingStore(RelationshipStateStore):
+    """State store whose next write applies only ``limit`` operations, then raises."""
+
+    limit: int | None = None
+    last_operation_count = 0
+
+    def write(self, operations: list[Any]) -> None:
+        CrashingStore.last_operation_count = len(operations)
+        limit = CrashingStore.limit
+        if limit is None:
+            super().write(operations)
+            return
+        CrashingStore.limit = None
+        super().write(operations[:limit])
+        raise SimulatedCrashError(f"process stopped after {limit} of {len(operations)} writes")
+
+
+def normalized_state(harness: Harness) -> dict[str, dict[str, Any]]:
+    documents = harness.state_documents()
+    for document in documents.values():
+        if "holders" in document:
+            document["holders"] = sorted(document["holders"])
+    return documents
+
+
+def crash_scenario(harness: Harness) -> list[ConsumedRecord]:
+    """Handle the tree and return a batch that adds, moves, resolves and removes."""
+    harness.handler = RelationshipHandler(harness.database, harness.publisher, CrashingStore)
+    harness.handle_tree()
+    new_page = content(id="5", title="Missing page", ancestor_ids=["1"], fetched_at=FETCHED_AT)
+    moved = tree_record("3", version_number=2, ancestor_ids=["1", "4"], parent_id="4")
+    listing = [listed(c) for c in DOC_PAGES if c not in ("2", "3")]
+    listing += [listed("3", parent_id="4"), listed("1", id="5", parent_id="1")]
+    return [
+        harness.content(new_page),
+        harness.content(moved),
+        *harness.complete_listing("L1", listing),
+    ]
+
+
+def test_crash_during_state_write(mongo_uri: str) -> None:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
+    names: list[str] = []
+
+    def fresh_harness() -> Harness:
+        names.append(f"test_rel_{uuid.uuid4().hex[:10]}")
+        return Harness(client[names[-1]])
+
+    try:
+        clean = fresh_harness()
+        clean.handle(*crash_scenario(clean))
+        operation_count = CrashingStore.last_operation_count
+        clean_edges = clean.edges()
+        clean_state = normalized_state(clean)
+
+        assert operation_count > 10
+        for limit in range(operation_count):
+            crashed = fresh_harness()
+            batch = crash_scenario(crashed)
+            CrashingStore.limit = limit
+            with pytest.raises(SimulatedCrashError):
+                crashed.handle(*batch)
+            crashed.handler = RelationshipHandler(
+                crashed.database, crashed.publisher, CrashingStore
+            )
+            crashed.handle(*batch)
+
+            assert crashed.edges() == clean_edges, f"edges after a crash after {limit} writes"
+            crashed_state = normalized_state(crashed)
+            for doc_id in sorted(set(clean_state) | set(crashed_state)):
+                crashed_document = crashed_state.get(doc_id)
+                clean_document = clean_state.get(doc_id)
+                if doc_id.startswith("refs:") and crashed_document and clean_document:
+                    # Holders may stay behind; they are dropped when the reference is read.
+                    extra = set(crashed_document["holders"]) - set(clean_document["holders"])
+                    assert set(crashed_document["holders"]) >= set(clean_document["holders"])
+                    for holder in extra:
+                        assert clean_state[f"item:{holder}"]["removed"] is True
+                    continue
+                assert crashed_document == clean_document, (
+                    f"state document {doc_id} after a crash after {limit} writes"
+                )
+            client.drop_database(names.pop())
+    finally:
+        CrashingStore.limit = None
+        for name in names:
+            client.drop_database(name)
+        client.close()
+
+
 def test_restart_continues_from_state(harness: Harness) -> None:
     harness.handle_tree()
     harness.restart()
