@@ -352,8 +352,12 @@ class StreamWriter:
         for record in batch:
             if record.tombstone:
                 continue
-            version = to_version(record)
-            name = stream_collection_name(record.value["source_id"])
+            try:
+                version = to_version(record)
+                name = stream_collection_name(record.value["source_id"])
+            except ValueError as error:
+                # An id that fits the Avro schema but not the key rules, e.g. an empty id.
+                raise PoisonRecordError(record, str(error)) from error
             by_collection.setdefault(name, []).append(version)
         written = 0
         skipped = len(batch) - sum(len(versions) for versions in by_collection.values())
