@@ -17,6 +17,7 @@ from emulator.corpus import import_corpus
 from emulator.faults import parse_fault_rule
 from emulator.gate import CloudCredential, DataCenterUser, GateState, gate_middlewares
 from emulator.generator import generate_site
+from emulator.keys import CREDENTIALS_KEY, GATE_KEY, LATENCY_KEY, STATE_KEY
 from emulator.limits import RateLimitSettings
 from emulator.model import Site
 from emulator.routes import (
@@ -27,10 +28,6 @@ from emulator.routes import (
     routing_middleware,
 )
 from emulator.routes_common import (
-    CREDENTIALS_KEY,
-    GATE_KEY,
-    LATENCY_KEY,
-    STATE_KEY,
     Credentials,
     EmulatorState,
     Latency,

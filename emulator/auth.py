@@ -16,9 +16,9 @@ Each root authenticates the way its real counterpart does:
   with username and password. A wrong PAT counts as anonymous when anonymous access is
   on.
 
-The middleware sets ``request["user_id"]`` (an account id, None for anonymous),
-``request["auth_kind"]`` (``basic``, ``oauth``, ``pat`` or ``anonymous``) and, for OAuth
-callers, ``request["client_id"]``.
+The middleware sets ``request[USER_ID_KEY]`` (an account id, None for anonymous),
+``request[AUTH_KIND_KEY]`` (``basic``, ``oauth``, ``pat`` or ``anonymous``) and, for OAuth
+callers, ``request[CLIENT_ID_KEY]``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from emulator.gate import CloudCredential, GateState, OAuthError
+from emulator.keys import API_PATH_KEY, AUTH_KIND_KEY, CLIENT_ID_KEY, FLAVOUR_KEY, USER_ID_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -388,9 +389,9 @@ def _find_cloud_credential(state: GateState, email: str, token: str) -> CloudCre
 def _set_identity(
     request: web.Request, user_id: str | None, kind: str, client_id: str | None = None
 ) -> None:
-    request["user_id"] = user_id
-    request["auth_kind"] = kind
-    request["client_id"] = client_id
+    request[USER_ID_KEY] = user_id
+    request[AUTH_KIND_KEY] = kind
+    request[CLIENT_ID_KEY] = client_id
 
 
 def _authenticate_cloud_site(state: GateState, request: web.Request) -> web.Response | None:
@@ -449,7 +450,7 @@ def _authenticate_gateway(state: GateState, request: web.Request) -> web.Respons
     if _gateway_cloud_id(request) != state.cloud_id:
         return gateway_unauthorized()
 
-    api_path = str(request["api_path"])
+    api_path = str(request[API_PATH_KEY])
     if state.v1_gone and is_deprecated_v1(request.method, api_path):
         return gone()
     if granted is not None:
@@ -496,17 +497,17 @@ def _authenticate_datacenter(state: GateState, request: web.Request) -> web.Resp
 
 
 def auth_middleware(state: GateState) -> Middleware:
-    """Build the middleware that authenticates API requests per ``request["flavour"]``.
+    """Build the middleware that authenticates API requests per ``request[FLAVOUR_KEY]``.
 
-    The server's routing middleware must run first and set ``request["flavour"]`` and
-    ``request["api_path"]``; requests without them (such as the OAuth routes) pass
+    The server's routing middleware must run first and set ``request[FLAVOUR_KEY]`` and
+    ``request[API_PATH_KEY]``; requests without them (such as the OAuth routes) pass
     untouched.
     """
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        flavour = request.get("flavour")
-        if flavour is None or request.get("api_path") is None:
+        flavour = request.get(FLAVOUR_KEY)
+        if flavour is None or request.get(API_PATH_KEY) is None:
             return await handler(request)
         if flavour == "cloud":
             refusal = _authenticate_cloud_site(state, request)
@@ -530,7 +531,7 @@ def auth_middleware(state: GateState) -> Middleware:
             return refusal
         response = await handler(request)
         deprecated = flavour != "datacenter" and is_deprecated_v1(
-            request.method, str(request["api_path"])
+            request.method, str(request[API_PATH_KEY])
         )
         if deprecated and not response.prepared:
             response.headers.update(DEPRECATION_HEADERS)

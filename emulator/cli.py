@@ -10,12 +10,10 @@ import re
 import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from aiohttp import web
 
 from emulator.config import (
     FLAVOURS,
@@ -229,7 +227,7 @@ def _banner(options: ServerOptions, port: int, credentials: object) -> list[str]
 
 async def _serve(options: ServerOptions) -> None:
     from emulator.app import create_app, start_site
-    from emulator.routes_common import CREDENTIALS_KEY
+    from emulator.keys import CREDENTIALS_KEY
 
     # Handlers go in first: a caller may signal as soon as it has read the banner.
     stop = asyncio.Event()
@@ -440,10 +438,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"confluence-emulator: error: {error}\n")
         return 2
 
-    # The gate and the routing middleware share per-request values under the string keys
-    # of their interface (``flavour``, ``api_path``, ``user_id``), which aiohttp reports
-    # with NotAppKeyWarning on every request.
-    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.command == "bench":

@@ -45,12 +45,9 @@ from aiohttp import web
 
 from emulator.faults import parse_fault_rule
 from emulator.gate import GateState
+from emulator.keys import CREDENTIALS_KEY, GATE_KEY, LATENCY_KEY, STATE_KEY
 from emulator.model import Content, ContentStatus, ContentType, InvalidOperation, NotFound, Space
 from emulator.routes_common import (
-    CREDENTIALS_KEY,
-    GATE_KEY,
-    LATENCY_KEY,
-    STATE_KEY,
     EmulatorState,
     json_response,
 )

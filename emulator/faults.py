@@ -45,6 +45,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from emulator.keys import API_PATH_KEY, FLAVOUR_KEY, GATE_DROPPED_KEY, USER_ID_KEY
 from emulator.limits import build_refusal
 
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ def _datacenter_error(status: int, message: str, reason: str) -> web.Response:
 
 
 def _status_response(request: web.Request, rule: FaultRule, state: GateState) -> web.Response:
-    datacenter = request.get("flavour") == "datacenter"
+    datacenter = request.get(FLAVOUR_KEY) == "datacenter"
     kind = rule.kind
     if kind == "502":
         return web.Response(status=502, text=_PROXY_502, content_type="text/html")
@@ -358,7 +359,7 @@ def _conditional_response(
             "com.atlassian.confluence.api.service.exceptions.PermissionException: "
             f"Could not view space with key {key}"
         )
-        if request.get("flavour") == "datacenter":
+        if request.get(FLAVOUR_KEY) == "datacenter":
             return _datacenter_error(403, message, "Forbidden")
         return _json(403, {"statusCode": 403, "message": message})
     if rule.kind == "504limit":
@@ -369,9 +370,9 @@ def _conditional_response(
         return web.Response(status=504, text=_PROXY_504, content_type="text/html")
     if rule.kind == "500perm":
         wants_permissions = any(item.split(".")[-1] == "permissions" for item in expansions)
-        user_id = request.get("user_id")
+        user_id = request.get(USER_ID_KEY)
         is_admin = user_id is not None and user_id in state.admin_account_ids
-        if request.get("flavour") != "datacenter" or not wants_permissions or is_admin:
+        if request.get(FLAVOUR_KEY) != "datacenter" or not wants_permissions or is_admin:
             return None
         # NOTE: Data Center returns a 500 in place of a 403 here. No recorded body was
         # available, so this body follows Data Center's error shape.
@@ -435,12 +436,12 @@ def fault_middleware(state: GateState) -> Middleware:
 
     Rules are tried in order. Latency rules delay and let later rules run; the first
     other rule that fires decides the response. Requests outside the API roots (no
-    ``request["api_path"]``) pass untouched.
+    ``request[API_PATH_KEY]``) pass untouched.
     """
 
     @web.middleware
     async def inject_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
-        api_path = request.get("api_path")
+        api_path = request.get(API_PATH_KEY)
         if api_path is None or not state.faults:
             return await handler(request)
         api_path = str(api_path)
@@ -468,7 +469,7 @@ def fault_middleware(state: GateState) -> Middleware:
             if rule.kind == "drop":
                 # Once the transport is closed, aiohttp fails to write this response and
                 # treats it as a client disconnection, so nothing reaches the client.
-                request["gate_dropped"] = True
+                request[GATE_DROPPED_KEY] = True
                 _close_connection(request)
                 return web.Response(status=500)
             if conditional is not None:
@@ -494,7 +495,7 @@ def fault_middleware(state: GateState) -> Middleware:
                     status=response.status, body=cut, content_type="application/json"
                 )
             fraction = float(rule.arg) if rule.arg is not None else DEFAULT_TRUNCATE_FRACTION
-            request["gate_dropped"] = True
+            request[GATE_DROPPED_KEY] = True
             return await _send_truncated(request, response, body, fraction)
         return response
 

@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from emulator.faults import FaultRule
+from emulator.keys import GATE_DROPPED_KEY
 from emulator.limits import PointsQuotaSettings, RateLimitSettings, TokenBucket
 
 # OAuth 2.0 (3LO) lifetimes documented by Atlassian. An access token lasts an hour. A
@@ -493,7 +494,7 @@ def request_counter_middleware(state: GateState) -> Middleware:
         except web.HTTPException as exc:
             state.counters.count_request(route, str(exc.status))
             raise
-        status = "dropped" if request.get("gate_dropped") else str(response.status)
+        status = "dropped" if request.get(GATE_DROPPED_KEY) else str(response.status)
         state.counters.count_request(route, status)
         return response
 

@@ -28,6 +28,15 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from emulator.keys import (
+    API_PATH_KEY,
+    AUTH_KIND_KEY,
+    CLIENT_ID_KEY,
+    FLAVOUR_KEY,
+    OBJECTS_RETURNED_KEY,
+    USER_ID_KEY,
+)
+
 if TYPE_CHECKING:
     from emulator.gate import GateState
 
@@ -192,7 +201,7 @@ def build_refusal(
 def _bucket_key(state: GateState, request: web.Request) -> str:
     if not state.rate_limit.per_user:
         return "*"
-    user_id = request.get("user_id")
+    user_id = request.get(USER_ID_KEY)
     return str(user_id) if user_id is not None else "anonymous"
 
 
@@ -203,7 +212,7 @@ def _burst_headers(state: GateState, request: web.Request, bucket: TokenBucket) 
         "X-RateLimit-Limit": str(settings.burst),
         "X-RateLimit-Remaining": str(remaining),
     }
-    if request.get("flavour") == "datacenter":
+    if request.get(FLAVOUR_KEY) == "datacenter":
         # Data Center describes its bucket as FillRate tokens every Interval-Seconds, and
         # sends Retry-After 0 while tokens remain.
         if settings.rate_per_second >= 1:
@@ -279,7 +288,7 @@ def _count_objects(value: Any) -> int:
 def request_cost(request: web.Request, response: web.StreamResponse | None) -> int:
     """Return the points a request costs once its response is known.
 
-    The server may set ``request["objects_returned"]`` to skip parsing the body.
+    The server may set ``request[OBJECTS_RETURNED_KEY]`` to skip parsing the body.
     """
     # NOTE: only top-level rows are counted as objects. Objects expanded inside a row,
     # such as version.by users or labels, are not charged, although Atlassian may count
@@ -288,7 +297,7 @@ def request_cost(request: web.Request, response: web.StreamResponse | None) -> i
         return 1
     if response is None or response.status >= 400:
         return 1
-    objects = request.get("objects_returned")
+    objects = request.get(OBJECTS_RETURNED_KEY)
     if objects is None:
         body = response.body if isinstance(response, web.Response) else None
         if not isinstance(body, bytes | bytearray) or not body:
@@ -297,7 +306,7 @@ def request_cost(request: web.Request, response: web.StreamResponse | None) -> i
             objects = _count_objects(orjson.loads(body))
         except orjson.JSONDecodeError:
             return 1
-    api_path = str(request.get("api_path") or "")
+    api_path = str(request.get(API_PATH_KEY) or "")
     per_object = 2 if api_path.startswith(("/user", "/group")) else 1
     return 1 + per_object * int(objects)
 
@@ -312,18 +321,18 @@ def rate_limit_middleware(state: GateState) -> Middleware:
     """Build the middleware that applies the burst limiter and the points quota.
 
     It runs after authentication, because buckets are per user and points are per OAuth
-    client. Requests outside the API roots (no ``request["api_path"]``) pass untouched.
+    client. Requests outside the API roots (no ``request[API_PATH_KEY]``) pass untouched.
     """
 
     @web.middleware
     async def limit_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.get("api_path") is None:
+        if request.get(API_PATH_KEY) is None:
             return await handler(request)
         extra_headers: dict[str, str] = {}
 
         points_client: str | None = None
-        if state.points.enabled and request.get("auth_kind") == "oauth":
-            points_client = str(request.get("client_id") or "")
+        if state.points.enabled and request.get(AUTH_KIND_KEY) == "oauth":
+            points_client = str(request.get(CLIENT_ID_KEY) or "")
             reset = _roll_points_hour(state)
             used = state.points_used.get(points_client, 0)
             exhausted = used >= state.points.quota_per_hour
@@ -366,7 +375,7 @@ def rate_limit_middleware(state: GateState) -> Middleware:
                     limit=state.rate_limit.burst,
                     reason=state.rate_limit.reason,
                     extra_headers=_burst_headers(state, request, bucket)
-                    if request.get("flavour") == "datacenter"
+                    if request.get(FLAVOUR_KEY) == "datacenter"
                     else None,
                 )
             extra_headers.update(_burst_headers(state, request, bucket))

@@ -8,9 +8,9 @@ The same handlers serve every root:
 - Data Center: ``{context}/rest/api/...`` with an optional context path (flavour
   ``datacenter``).
 
-The routing middleware runs before the gate's middlewares and sets ``request["flavour"]``,
-``request["api_path"]`` (the path after ``/rest/api``), ``request["api_path_full"]`` (the
-context-relative path, ``/rest/api/...``) and ``request["shape"]`` (the ShapeContext).
+The routing middleware runs before the gate's middlewares and sets ``request[FLAVOUR_KEY]``,
+``request[API_PATH_KEY]`` (the path after ``/rest/api``), ``request[API_PATH_FULL_KEY]`` (the
+context-relative path, ``/rest/api/...``) and ``request[SHAPE_KEY]`` (the ShapeContext).
 """
 
 from __future__ import annotations
@@ -25,6 +25,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from emulator import routes_content, routes_search, routes_space
+from emulator.keys import (
+    API_PATH_FULL_KEY,
+    API_PATH_KEY,
+    FLAVOUR_KEY,
+    OBJECTS_RETURNED_KEY,
+    SHAPE_KEY,
+)
 from emulator.model import InvalidOperation, NotFound
 from emulator.routes_common import ApiError, JsonResponse, json_response, state_of
 from emulator.shapes import ShapeContext
@@ -143,15 +150,15 @@ def routing_middleware(roots: list[Root]) -> Middleware:
             download_root = _match_download(request.path, roots)
             if download_root is not None:
                 # Downloads need credentials like API calls, so the gate sees them as such.
-                request["flavour"] = download_root.flavour
-                request["api_path"] = request.path[len(download_root.site_prefix) :]
-                request["shape"] = _shape(request, download_root, download_root.site_prefix)
+                request[FLAVOUR_KEY] = download_root.flavour
+                request[API_PATH_KEY] = request.path[len(download_root.site_prefix) :]
+                request[SHAPE_KEY] = _shape(request, download_root, download_root.site_prefix)
             return await handler(request)
         root, api_path, site_path = matched
-        request["flavour"] = root.flavour
-        request["api_path"] = api_path
-        request["api_path_full"] = "/rest/api" + api_path
-        request["shape"] = ShapeContext(
+        request[FLAVOUR_KEY] = root.flavour
+        request[API_PATH_KEY] = api_path
+        request[API_PATH_FULL_KEY] = "/rest/api" + api_path
+        request[SHAPE_KEY] = ShapeContext(
             site=state_of(request).site,
             base=origin + site_path,
             context=root.context,
@@ -192,7 +199,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except InvalidOperation as error:
         return json_response({"statusCode": 400, "message": str(error)}, status=400)
     if isinstance(response, JsonResponse):
-        request["objects_returned"] = response.objects
+        request[OBJECTS_RETURNED_KEY] = response.objects
     return response
 
 
@@ -202,7 +209,7 @@ def latency_middleware(latency_ms: Callable[[], float]) -> Middleware:
 
     @web.middleware
     async def delay(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.get("api_path") is not None:
+        if request.get(API_PATH_KEY) is not None:
             wait = latency_ms()
             if wait > 0:
                 await asyncio.sleep(wait / 1000.0)

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from emulator.config import ServerOptions
-from emulator.gate import GateState
+from emulator.keys import FLAVOUR_KEY, SHAPE_KEY, STATE_KEY
 from emulator.model import Content, ContentStatus, ContentType, Site
 from emulator.paging import LimitPolicy, PageRequest, PagingError, parse_page
 from emulator.shapes import Expand, ExpansionError, ShapeContext, expand_paths, parse_expand
@@ -115,12 +115,6 @@ class EmulatorState:
         return hmac.new(self.media_secret, message, hashlib.sha256).hexdigest()[:40]
 
 
-STATE_KEY = web.AppKey("emulator", EmulatorState)
-GATE_KEY = web.AppKey("gate", GateState)
-LATENCY_KEY = web.AppKey("latency", Latency)
-CREDENTIALS_KEY = web.AppKey("credentials", Credentials)
-
-
 def state_of(request: web.Request) -> EmulatorState:
     """Return the EmulatorState of the application serving ``request``."""
     return request.app[STATE_KEY]
@@ -128,14 +122,14 @@ def state_of(request: web.Request) -> EmulatorState:
 
 def shape_of(request: web.Request) -> ShapeContext:
     """Return the ShapeContext the root middleware stored for this request."""
-    ctx = request["shape"]
+    ctx = request[SHAPE_KEY]
     assert isinstance(ctx, ShapeContext)
     return ctx
 
 
 def flavour_of(request: web.Request) -> str:
     """Return ``cloud``, ``gateway`` or ``datacenter`` for an API request."""
-    return str(request.get("flavour", "cloud"))
+    return str(request.get(FLAVOUR_KEY, "cloud"))
 
 
 class JsonResponse(web.Response):

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from emulator.keys import API_PATH_FULL_KEY, FLAVOUR_KEY, USER_ID_KEY
 from emulator.model import Content, ContentStatus, ContentType
 from emulator.paging import POLICIES, LimitPolicy, offset_links, slice_page
 from emulator.routes_common import (
@@ -71,7 +72,7 @@ def paged_array(
     page = slice_page(len(items), page_request, policy)
     links = offset_links(
         base=ctx.base,
-        api_path=str(request["api_path_full"]),
+        api_path=str(request[API_PATH_FULL_KEY]),
         params=carried_params(request),
         page=page,
         limit=page_request.limit,
@@ -88,7 +89,7 @@ def paged_array(
 
 def _dc_silent_cap(request: web.Request) -> int | None:
     state = state_of(request)
-    if state.dc_quirks and request.get("flavour") == "datacenter":
+    if state.dc_quirks and request.get(FLAVOUR_KEY) == "datacenter":
         return state.dc_limit_cap
     return None
 
@@ -211,7 +212,7 @@ async def get_content(request: web.Request) -> web.Response:
         statuses.add(ContentStatus.HISTORICAL)
     content = require_content(request, request.match_info["id"], statuses)
     if content.status is ContentStatus.DRAFT:
-        user_id = request.get("user_id") or state_of(request).site.current_user_id
+        user_id = request.get(USER_ID_KEY) or state_of(request).site.current_user_id
         if content.created_by != user_id:
             raise ApiError(
                 403,
@@ -379,7 +380,7 @@ async def list_labels(request: web.Request) -> web.Response:
     page = slice_page(len(labels), page_request, policy)
     links = offset_links(
         base=ctx.base,
-        api_path=str(request["api_path_full"]),
+        api_path=str(request[API_PATH_FULL_KEY]),
         params=carried_params(request),
         page=page,
         limit=page_request.limit,
@@ -416,7 +417,7 @@ async def list_versions(request: web.Request) -> web.Response:
     page = slice_page(len(versions), page_request, policy)
     links = offset_links(
         base=ctx.base,
-        api_path=str(request["api_path_full"]),
+        api_path=str(request[API_PATH_FULL_KEY]),
         params=carried_params(request),
         page=page,
         limit=page_request.limit,
@@ -492,7 +493,7 @@ async def list_restrictions(request: web.Request) -> web.Response:
     page = slice_page(len(operations), page_request, policy)
     links = offset_links(
         base=ctx.base,
-        api_path=str(request["api_path_full"]),
+        api_path=str(request[API_PATH_FULL_KEY]),
         params=carried_params(request),
         page=page,
         limit=page_request.limit,

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from emulator import cql
+from emulator.keys import USER_ID_KEY
 from emulator.model import Content, ContentType, Site
 from emulator.paging import (
     POLICIES,
@@ -69,7 +70,7 @@ class MatchList:
 def _search_time_zone(request: web.Request, state: EmulatorState) -> str:
     # Cloud reads date literals in the caller's zone, Data Center in the server's zone.
     if flavour_of(request) != "datacenter":
-        user = state.site.user(str(request.get("user_id") or state.site.current_user_id))
+        user = state.site.user(str(request.get(USER_ID_KEY) or state.site.current_user_id))
         if user is not None and user.time_zone:
             return user.time_zone
     return state.options.time_zone
@@ -173,7 +174,7 @@ def _run_search(
     include_archived = request.query.get("includeArchivedSpaces", "").lower() == "true"
     time_zone = _search_time_zone(request, state)
     now = site.now()
-    user_id = str(request.get("user_id") or site.current_user_id)
+    user_id = str(request.get(USER_ID_KEY) or site.current_user_id)
     try:
         query = cql.parse(query_text, time_zone=time_zone, now=now, current_user=user_id)
     except cql.CqlError as error:

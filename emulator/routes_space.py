@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from emulator.keys import API_PATH_FULL_KEY, USER_ID_KEY
 from emulator.model import Content, ContentStatus, ContentType, Space
 from emulator.paging import POLICIES, offset_links, slice_page
 from emulator.routes_common import (
@@ -68,7 +69,7 @@ async def list_spaces(request: web.Request) -> web.Response:
     page = slice_page(len(spaces), page_request, policy)
     links = offset_links(
         base=ctx.base,
-        api_path=str(request["api_path_full"]),
+        api_path=str(request[API_PATH_FULL_KEY]),
         params=carried_params(request),
         page=page,
         limit=page_request.limit,
@@ -132,7 +133,7 @@ async def list_space_content(request: web.Request) -> web.Response:
         page = slice_page(len(items), page_request, policy)
         links = offset_links(
             base=ctx.base,
-            api_path=f"{request['api_path_full']}/{content_type.value}",
+            api_path=f"{request[API_PATH_FULL_KEY]}/{content_type.value}",
             params=carried_params(request),
             page=page,
             limit=page_request.limit,
@@ -170,7 +171,7 @@ async def list_space_content_of_type(request: web.Request) -> web.Response:
 async def current_user(request: web.Request) -> web.Response:
     """``GET /user/current``: the caller, with its time zone."""
     state = state_of(request)
-    user_id = str(request.get("user_id") or state.site.current_user_id)
+    user_id = str(request.get(USER_ID_KEY) or state.site.current_user_id)
     if state.site.user(user_id) is None:
         # Anonymous callers get the anonymous user shape.
         ctx = shape_of(request)

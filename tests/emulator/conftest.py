@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,22 +17,8 @@ import requests
 from emulator.app import ServerThread
 from emulator.config import ServerOptions
 
-# The emulator's middlewares share per-request values under string keys (``flavour``,
-# ``api_path``, ``user_id``), and aiohttp 3.12+ reports each use with NotAppKeyWarning.
-# Under `filterwarnings = error` that warning would fail the tests.
-NOT_APP_KEY_WARNING = "ignore::aiohttp.web_exceptions.NotAppKeyWarning"
-HERE = Path(__file__).parent
-
 API_TOKEN = "emulator-test-token"
 USER_EMAIL = "crawler@example.com"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Ignore NotAppKeyWarning in the tests of this folder, which run the real server."""
-    del config
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.filterwarnings(NOT_APP_KEY_WARNING))
 
 
 def make_options(**overrides: Any) -> ServerOptions:

@@ -1,8 +1,8 @@
 """Authentication of the three API roots and the OAuth token server, over real HTTP.
 
 ``GateServer`` serves a dummy API behind the gate's middlewares on 127.0.0.1, in the
-layout the emulator's server uses: a routing middleware sets ``request["flavour"]`` and
-``request["api_path"]`` before the gate runs. The limit and fault tests import it too.
+layout the emulator's server uses: a routing middleware sets the request's flavour and
+API path before the gate runs. The limit and fault tests import it too.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from emulator.gate import (
     GateState,
     gate_middlewares,
 )
+from emulator.keys import API_PATH_KEY, AUTH_KIND_KEY, FLAVOUR_KEY, USER_ID_KEY
 
 CLOUD_ID = "1324a887-45db-1bf4-1e99-ef0ff456d421"
 EMAIL = "api.user@example.com"
@@ -65,10 +66,6 @@ API_ROUTES = (
     "/space/{spaceKey}",
     "/user/current",
 )
-# The emulator keeps per-request values under the string keys its modules agree on
-# ("flavour", "api_path", "user_id", ...), which aiohttp 3.14 flags with a warning.
-NOT_APP_KEY_WARNING = "ignore::aiohttp.web_exceptions.NotAppKeyWarning"
-pytestmark = pytest.mark.filterwarnings(NOT_APP_KEY_WARNING)
 
 FORBIDDEN_MESSAGE = (
     "com.atlassian.confluence.mvc.rest.common.exception.StacklessResponseStatusException: "
@@ -104,8 +101,8 @@ async def route_api(request: web.Request, handler: Handler) -> web.StreamRespons
         ("datacenter", "/confluence/rest/api"),
     ):
         if path.startswith(prefix):
-            request["flavour"] = flavour
-            request["api_path"] = path.split("/rest/api", 1)[1] or "/"
+            request[FLAVOUR_KEY] = flavour
+            request[API_PATH_KEY] = path.split("/rest/api", 1)[1] or "/"
     return await handler(request)
 
 
@@ -115,8 +112,8 @@ async def dummy_api(request: web.Request) -> web.Response:
     if "id" in info or "spaceKey" in info or request.path.endswith("/user/current"):
         body: Any = {
             "id": info.get("id") or info.get("spaceKey") or "current",
-            "userId": request.get("user_id"),
-            "authKind": request.get("auth_kind"),
+            "userId": request.get(USER_ID_KEY),
+            "authKind": request.get(AUTH_KIND_KEY),
         }
         if "type" in info:
             body = {"results": [{"id": str(n)} for n in range(3)], "size": 3}

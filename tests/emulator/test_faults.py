@@ -17,7 +17,6 @@ from tests.emulator.test_auth import (
     API_TOKEN,
     DC_ACCOUNT_ID,
     EMAIL,
-    NOT_APP_KEY_WARNING,
     PAT,
     FakeClock,
     GateServer,
@@ -25,8 +24,6 @@ from tests.emulator.test_auth import (
     bearer,
     make_state,
 )
-
-pytestmark = pytest.mark.filterwarnings(NOT_APP_KEY_WARNING)
 
 CLOUD_AUTH = basic(EMAIL, API_TOKEN)
 

@@ -24,7 +24,6 @@ from tests.emulator.test_auth import (
     API_TOKEN,
     CLIENT_ID,
     EMAIL,
-    NOT_APP_KEY_WARNING,
     PAT,
     READ_SCOPES,
     FakeClock,
@@ -34,8 +33,6 @@ from tests.emulator.test_auth import (
     bearer,
     make_state,
 )
-
-pytestmark = pytest.mark.filterwarnings(NOT_APP_KEY_WARNING)
 
 RESET_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}Z$")
 CLOUD_AUTH = basic(EMAIL, API_TOKEN)

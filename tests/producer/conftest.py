@@ -30,12 +30,6 @@ from emulator.app import ServerThread
 from emulator.config import ServerOptions
 from producer.config import SourceConfig, parse_sources
 
-# The emulator's middlewares share per-request values under string keys, and aiohttp
-# 3.12+ reports that with NotAppKeyWarning. Under `filterwarnings = error` the warning
-# would fail every test in this folder that runs the real server.
-NOT_APP_KEY_WARNING = "ignore::aiohttp.web_exceptions.NotAppKeyWarning"
-HERE = Path(__file__).parent
-
 API_TOKEN = "producer-test-token"
 USER_EMAIL = "crawler@example.com"
 OAUTH_SCOPES = (
@@ -46,14 +40,6 @@ OAUTH_SCOPES = (
     "read:confluence-user",
     "offline_access",
 )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Ignore NotAppKeyWarning in the tests of this folder, which run the real server."""
-    del config
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.filterwarnings(NOT_APP_KEY_WARNING))
 
 
 def emulator_options(**overrides: Any) -> ServerOptions:
