@@ -8,12 +8,15 @@
 - ``ConsumerThread``: runs a ``consumer.runtime.ConsumerRuntime`` in a thread until stopped.
 - ``read_topic``: reads every record of a topic, for example a dead-letter topic.
 - ``wait_until``: polls a condition with a deadline that only guards against hangs.
+- ``TcpProxy``: a proxy in front of the MongoDB-protocol server that can cut connections.
 - ``sample_*``: valid records of each type.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -146,7 +149,7 @@ class ConsumerEnv:
             future.result()
 
     def close(self) -> None:
-        client = MongoClient(self.mongo_uri)
+        client: MongoClient[dict[str, Any]] = MongoClient(self.mongo_uri)
         try:
             client.drop_database(self.database_name)
         finally:
@@ -354,3 +357,75 @@ def start_console_script(
             stderr=subprocess.STDOUT,
             cwd=REPOSITORY_ROOT,
         )
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 whose ``cut()`` simulates a server outage.
+
+    ``cut()`` closes the listening socket and every open connection, so clients see
+    refused connections; ``restore()`` listens again on the same port.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            connections, self._connections = self._connections, []
+        if listener is not None:
+            listener.close()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def close(self) -> None:
+        self.cut()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._connections.extend([client, upstream])
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, WriteConcernError
 
 from consumer.errors import PoisonRecordError, TransientError, is_transient
@@ -18,12 +20,14 @@ from consumer.runtime import (
     backoff_delay,
     topic_record_types,
 )
+from consumer.stream import StreamWriter
 from schemas.catalogue import RecordType
 from tests.consumer.conftest import (
     ConsumerEnv,
     ConsumerThread,
     RecordingHandler,
     RecordPublisher,
+    TcpProxy,
     committed_offsets,
     read_topic,
     sample_content,
@@ -273,3 +277,38 @@ def test_metrics_endpoint_serves_counters(consumer_env: Callable[..., ConsumerEn
     assert 'confluence_consumer_records_consumed_total{consumer="test-runtime"} 4.0' in body
     assert 'confluence_consumer_records_written_total{consumer="test-runtime"} 4.0' in body
     assert runtime.metrics.snapshot().consumed == 4
+
+
+def test_mongodb_outage_loses_nothing(
+    consumer_env: Callable[..., ConsumerEnv], mongo_uri: str
+) -> None:
+    env = consumer_env()
+    address = urllib.parse.urlsplit(mongo_uri)
+    proxy = TcpProxy(address.hostname or "127.0.0.1", address.port or 27017)
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        f"mongodb://127.0.0.1:{proxy.port}",
+        serverSelectionTimeoutMS=1000,
+        connectTimeoutMS=1000,
+        socketTimeoutMS=5000,
+    )
+    database = client[env.database_name]
+    collection = env.database()[env.stream_collection]
+    run_options = options(env, "outage", topics=[env.topics.content], max_backoff_s=1.0)
+    consumer = ConsumerThread(run_options, StreamWriter(database), env.settings).start()
+    try:
+        publish_pages(env, 10)
+        wait_until(lambda: collection.count_documents({}) >= 10, "10 documents before the outage")
+
+        proxy.cut()
+        publish_pages(env, 10, first_id=11)
+        wait_until(lambda: consumer.runtime.metrics.snapshot().retries >= 3, "3 retries")
+        proxy.restore()
+        wait_until(lambda: collection.count_documents({}) >= 20, "20 documents after the outage")
+    finally:
+        status = consumer.stop()
+        proxy.close()
+        client.close()
+
+    assert status == 0
+    ids = sorted(document["_id"] for document in collection.find())
+    assert ids == sorted(f"content:{number}@v1" for number in range(1, 21))
