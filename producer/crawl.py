@@ -6,9 +6,11 @@
    exist, publish one Space record per space.
 3. Content: per space and content type, list the items modified in the window with
    their bodies and metadata in list calls, publishing one Content record per item.
-4. Structure: per space, list every current page and blog post cheaply (ids, parents,
-   versions) and publish it as StructureListing chunks ending in ``complete``, or in
-   ``aborted`` when the listing failed part-way.
+4. Structure: per space, list every current item of the crawled content types cheaply
+   (ids, types, parents or containers, versions, status) and publish it as
+   StructureListing chunks ending in ``complete``, or in ``aborted`` when the listing
+   failed part-way. Pages and blog posts are always listed, comments and attachments
+   when the source crawls them.
 5. Finish: wait until the broker acknowledged every record, then publish the final Job
    record: ``succeeded``, ``partial`` (units skipped after errors) or ``failed``.
 
@@ -23,9 +25,17 @@ Listing strategy per deployment:
 - ``cloud-oauth``: the gateway returns 410 Gone for deprecated v1 reads, so every
   content listing goes through CQL search.
 
-Deletions are not listed as records: trashed and purged pages and blog posts are missing
-from the next complete structure listing of their space, and consumers compare against it.
-Moves create no new version, so an incremental job finds them only in that listing too.
+Structure listings per deployment: pages and blog posts through the offset lists of full
+mode, comments and attachments through one CQL search per space (``type in (comment,
+attachment)``, expanding only ``container`` and ``version``). On a generated site that
+search takes one request per 1,000 items, where child listings per page and blog post
+would take two or more requests per container. ``cloud-oauth`` lists all four types in
+one CQL search.
+
+Deletions are not listed as records: trashed and purged items are missing from the next
+complete structure listing of their space, whose ``content_types`` names the types it
+covers, and consumers compare against it. Moves create no new version, so an incremental
+job finds them only in that listing too.
 """
 
 from __future__ import annotations
@@ -88,6 +98,9 @@ _RESTRICTIONS_EXPAND = [
     "restrictions.read.restrictions.group",
 ]
 _STRUCTURE_EXPAND = "ancestors,version"
+# Comments and attachments take their parent from the container, not from ancestors.
+_CONTAINED_STRUCTURE_EXPAND = "container,version"
+_CONTAINED_KINDS = ("comment", "attachment")
 # Maximum and default page size of /content/{id}/label.
 _LABEL_PAGE_SIZE = 200
 _SPACE_EXPAND = "description.plain,history"
@@ -707,15 +720,29 @@ class CrawlJob:
 
     # --- step 4: structure ----------------------------------------------------------------
 
+    def structure_types(self) -> list[str]:
+        """Return the content types a structure listing covers, in listing order."""
+        contained = [kind for kind in _CONTAINED_KINDS if kind in self.source.content_types]
+        return ["page", "blogpost", *contained]
+
     def _structure_pages(self, key: str) -> Iterator[Page]:
+        types = self.structure_types()
+        contained = types[2:]
+        space = cql_string(key)
         if self.source.deployment == "cloud-oauth":
-            cql = f"space = {cql_string(key)} and type in (page, blogpost)"
-            yield from self._search_pages(key, cql, _STRUCTURE_EXPAND, STRUCTURE_PAGE_SIZE)
+            cql = f"space = {space} and type in ({', '.join(types)})"
+            expand = _STRUCTURE_EXPAND + (",container" if contained else "")
+            yield from self._search_pages(key, cql, expand, STRUCTURE_PAGE_SIZE)
             return
         for kind in ("page", "blogpost"):
             path = f"/space/{quote(key, safe='~')}/content/{kind}"
             yield from offset_pages(
                 self.client, path, {"expand": _STRUCTURE_EXPAND}, limit=STRUCTURE_PAGE_SIZE
+            )
+        if contained:
+            cql = f"space = {space} and type in ({', '.join(contained)})"
+            yield from self._search_pages(
+                key, cql, _CONTAINED_STRUCTURE_EXPAND, STRUCTURE_PAGE_SIZE
             )
 
     def _structure_unit(self, key: str, space_id: int | None) -> Callable[[], None]:
@@ -739,6 +766,7 @@ class _StructureListing:
             "space_key": key,
             "space_id": space_id,
             "listing_id": uuid.uuid4().hex,
+            "content_types": job.structure_types(),
             "started_at": job.clock(),
         }
         self.sequence = 0

@@ -152,6 +152,7 @@ def sample_structure_listing() -> dict[str, Any]:
                 "status": "current",
             },
         ],
+        "content_types": ["page", "blogpost"],
         "item_count": None,
         "abort_reason": None,
         "started_at": FETCHED_AT,
@@ -491,6 +492,28 @@ def test_old_content_version_still_decodes() -> None:
     )
 
 
+def test_structure_listing_v1_still_decodes() -> None:
+    catalogue = default_catalogue()
+    old = next(
+        version
+        for version in catalogue.versions()
+        if version.record_type is RecordType.STRUCTURE_LISTING and version.version == 1
+    )
+    current_record = sample_structure_listing()
+    old_record = {
+        field["name"]: current_record[field["name"]] for field in old.schema_json["fields"]
+    }
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, old.parsed, old_record)
+    framed = b"\xc3\x01" + old.fingerprint + body.getvalue()
+
+    decoded = SingleObjectCodec(catalogue).decode(framed, RecordType.STRUCTURE_LISTING)
+
+    assert "content_types" not in old_record
+    assert decoded["content_types"] == []
+    assert decoded == dict(current_record, content_types=[])
+
+
 def test_old_version_unknown_without_catalogue_entry() -> None:
     catalogue = SchemaCatalogue.load(extra_dirs=[OLD_SCHEMAS])
     old = next(version for version in catalogue.versions() if version.version == 1)
@@ -528,7 +551,8 @@ def test_every_kept_version_resolves_to_current(directory: Path) -> None:
         fastavro.schemaless_writer(body, version.parsed, record)
         body.seek(0)
         decoded = fastavro.schemaless_reader(body, version.parsed, current.parsed)
-        assert decoded["id"] == sample["id"], version.label
+        for name, value in record.items():
+            assert decoded[name] == value, f"{version.label}: {name}"
 
 
 # Schema files

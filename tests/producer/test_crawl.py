@@ -123,11 +123,11 @@ def expected_content(site: EmulatorSite, spaces: set[str]) -> dict[str, int]:
 
 
 def expected_structure(site: EmulatorSite, key: str) -> set[str]:
-    return {
-        item.id
-        for item in site.server.site.space_contents(key)
-        if str(item.type) in ("page", "blogpost") and str(item.status) == "current"
-    }
+    """Ids a complete structure listing of ``key`` contains: its current content.
+
+    Comments and attachments follow the rule of ``expected_content``.
+    """
+    return set(expected_content(site, {key}))
 
 
 def trim_labels(site: EmulatorSite, keep: int = 200) -> None:
@@ -146,6 +146,7 @@ def assert_complete_listings(published: Published, site: EmulatorSite, spaces: s
         items = [item for chunk in chunks[:-1] for item in chunk["items"]]
         assert chunks[-1]["item_count"] == len(items)
         assert {item["id"] for item in items} == expected_structure(site, key)
+        assert chunks[-1]["content_types"] == list(CONTENT_KINDS)
         assert len({chunk["listing_id"] for chunk in chunks}) == 1
 
 
@@ -320,3 +321,47 @@ def test_full_crawl_archived_space(start_emulator: StartEmulator, kafka_settings
     }
     assert {"page", "comment"} <= archived_kinds
     assert_complete_listings(published, site, spaces)
+
+
+def test_purged_comment_and_attachment_left_out(
+    start_emulator: StartEmulator, kafka_settings: Settings
+) -> None:
+    site = start_emulator()
+    source = site.source("cloud", concurrency=3, page_size=25)
+    first = run_job(kafka_settings, source)
+    assert first.status == "succeeded", first.record["errors"]
+
+    current = expected_structure(site, "ENG")
+    model = site.server.site
+    contained = [
+        item
+        for item in model.space_contents("ENG")
+        if item.id in current and str(item.type) in ("comment", "attachment")
+    ]
+    # A reply would be purged with its parent comment, so take a comment without replies.
+    parents = {item.parent_id for item in contained}
+    comment = next(
+        item for item in contained if str(item.type) == "comment" and item.id not in parents
+    )
+    attachment = next(item for item in contained if str(item.type) == "attachment")
+    first_listing = read_published(kafka_settings, first.job_id).listings()["ENG"]
+    first_items = {item["id"]: item for chunk in first_listing for item in chunk["items"]}
+    assert first_items[comment.id]["type"] == "comment"
+    assert first_items[comment.id]["parent_id"] == comment.container_id
+    assert first_items[attachment.id]["type"] == "attachment"
+    assert first_items[attachment.id]["parent_id"] == attachment.container_id
+    for item in (comment, attachment):
+        site.control("POST", f"/content/{item.id}/trash")
+        site.control("POST", f"/content/{item.id}/purge")
+
+    second = run_job(kafka_settings, source)
+
+    assert second.status == "succeeded", second.record["errors"]
+    assert second.record["mode"] == "incremental"
+    listing = read_published(kafka_settings, second.job_id).listings()["ENG"]
+    assert listing[-1]["kind"] == "complete"
+    assert listing[-1]["content_types"] == list(CONTENT_KINDS)
+    items = {item["id"] for chunk in listing for item in chunk["items"]}
+    assert comment.id not in items
+    assert attachment.id not in items
+    assert items == current - {comment.id, attachment.id}

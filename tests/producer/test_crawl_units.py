@@ -17,6 +17,7 @@ from producer.crawl import CrawlJob, CrawlOptions, JobResult
 from producer.errors import RetriableError
 from producer.progress import Progress
 from producer.publisher import DryRunPublisher
+from schemas.catalogue import RecordType
 from schemas.codec import SingleObjectCodec
 from schemas.topics import Topics
 
@@ -108,6 +109,11 @@ def run(
     return job.run()
 
 
+def is_structure_search(query: Mapping[str, str]) -> bool:
+    """Return True for the structure listing's search of comments and attachments."""
+    return query.get("expand") == "container,version"
+
+
 def default_handler(path: str, query: dict[str, str]) -> dict[str, Any]:
     if path == "/space":
         return listing([SPACE] if query.get("start") == "0" else [])
@@ -165,10 +171,14 @@ def test_incremental_uses_cql_in_user_zone() -> None:
     assert result.status == "succeeded", result.record["errors"]
     assert result.record["mode"] == "incremental"
     assert result.record["window_start"] == previous_end
-    searches = [query["cql"] for path, query in client.requests if path == "/content/search"]
-    assert searches
+    searches = [query for path, query in client.requests if path == "/content/search"]
+    content_searches = [query["cql"] for query in searches if not is_structure_search(query)]
+    structure_searches = [query["cql"] for query in searches if is_structure_search(query)]
+    assert content_searches
     # 10:07:42 UTC is 12:07:42 in Berlin summer time, floored to the minute.
-    assert all('lastmodified >= "2024-07-01 12:07"' in cql for cql in searches)
+    assert all('lastmodified >= "2024-07-01 12:07"' in cql for cql in content_searches)
+    # The structure listing of comments and attachments covers the whole space.
+    assert structure_searches == ['space = "DOCS" and type in (comment, attachment)']
     # Offset lists in incremental mode are only the structure listings, without bodies.
     offset_expands = {
         query["expand"] for path, query in client.requests if path.startswith("/space/DOCS/content")
@@ -192,7 +202,12 @@ def test_configured_time_zone_used() -> None:
     since = datetime(2024, 1, 15, 23, 30, tzinfo=UTC)
     result = run(client, source(time_zone="Asia/Kolkata"), options=CrawlOptions(since=since))
     assert result.status == "succeeded", result.record["errors"]
-    searches = [query["cql"] for path, query in client.requests if path == "/content/search"]
+    searches = [
+        query["cql"]
+        for path, query in client.requests
+        if path == "/content/search" and not is_structure_search(query)
+    ]
+    assert searches
     assert all('lastmodified >= "2024-01-16 05:00"' in cql for cql in searches)
 
 
@@ -221,3 +236,78 @@ def test_progress_terminal_line_ended_on_stop() -> None:
     progress.record("page")
     progress.stop()
     assert stream.getvalue().endswith("\n")
+
+
+class RecordingPublisher(DryRunPublisher):
+    """A dry-run publisher that also keeps every structure listing chunk it encoded."""
+
+    def __init__(self) -> None:
+        super().__init__(Topics(prefix="unit"), SingleObjectCodec())
+        self.chunks: list[dict[str, Any]] = []
+
+    def publish(self, record_type: RecordType, key: str, record: Mapping[str, Any]) -> None:
+        super().publish(record_type, key, record)
+        if record_type is RecordType.STRUCTURE_LISTING:
+            self.chunks.append(dict(record))
+
+
+def run_recording(client: ScriptedClient, config: SourceConfig) -> RecordingPublisher:
+    publisher = RecordingPublisher()
+    CrawlJob(config, client, publisher, lambda: [], options=CrawlOptions(full=True)).run()
+    return publisher
+
+
+def comment(content_id: str, container_id: str) -> dict[str, Any]:
+    return {
+        "id": content_id,
+        "type": "comment",
+        "status": "current",
+        "title": f"Re: Page {container_id}",
+        "version": {"number": 2},
+        "container": {"id": container_id, "type": "page"},
+    }
+
+
+def test_structure_lists_comments_and_attachments() -> None:
+    def handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+        if is_structure_search(query):
+            return listing([comment("11", "1")])
+        return default_handler(path, query)
+
+    client = ScriptedClient(handler)
+    publisher = run_recording(client, source())
+
+    final = publisher.chunks[-1]
+    assert final["kind"] == "complete"
+    assert final["content_types"] == ["page", "blogpost", "comment", "attachment"]
+    items = {item["id"]: item for chunk in publisher.chunks for item in chunk["items"]}
+    assert set(items) == {"1", "2", "11"}
+    assert items["11"]["type"] == "comment"
+    assert items["11"]["parent_id"] == "1"
+    assert items["11"]["version_number"] == 2
+
+
+def test_structure_aborted_when_comment_search_fails() -> None:
+    def handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+        if is_structure_search(query):
+            raise RetriableError(
+                "HTTP 503 persisted", method="GET", url="/content/search", status=503
+            )
+        return default_handler(path, query)
+
+    client = ScriptedClient(handler)
+    publisher = run_recording(client, source())
+
+    final = publisher.chunks[-1]
+    assert final["kind"] == "aborted"
+    assert "503" in final["abort_reason"]
+    assert all(chunk["kind"] != "complete" for chunk in publisher.chunks)
+
+
+def test_structure_types_follow_content_types() -> None:
+    client = ScriptedClient(default_handler)
+    publisher = run_recording(client, source(content_types=["page", "blogpost", "label"]))
+
+    assert publisher.chunks[-1]["kind"] == "complete"
+    assert publisher.chunks[-1]["content_types"] == ["page", "blogpost"]
+    assert not [query for _, query in client.requests if is_structure_search(query)]
