@@ -17,6 +17,9 @@ import yaml
 from connections.settings import load_settings, variable_names
 from connections.topics import build_parser as topics_parser
 from emulator.cli import build_parser as emulator_parser
+from producer.cli import build_parser as producer_parser
+from producer.config import SourceConfig, load_sources, select_source
+from producer.secrets import load_credentials
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -130,6 +133,82 @@ def test_emulator_command_parses() -> None:
     assert args.command == "serve"
     assert args.host == "0.0.0.0"
     assert args.port == 8090
+
+
+def producer_source() -> tuple[Path, SourceConfig]:
+    """Return the host path of the producer's mounted sources file and its source."""
+    args = producer_parser().parse_args(SERVICES["producer"]["command"][1:])
+    mounts = {}
+    for volume in SERVICES["producer"]["volumes"]:
+        host, container, *_ = str(volume).split(":")
+        mounts[container] = REPO / host
+    assert str(args.sources) in mounts, f"--sources {args.sources} is not a mounted file"
+    host_path = mounts[str(args.sources)]
+    return host_path, select_source(load_sources(host_path), args.source)
+
+
+def emulator_serve_args() -> Any:
+    return emulator_parser().parse_args(SERVICES["emulator"]["command"][1:])
+
+
+def test_producer_command_parses() -> None:
+    command = SERVICES["producer"]["command"]
+
+    args = producer_parser().parse_args(command[1:])
+
+    assert command[0] == "confluence-producer"
+    assert args.command == "crawl"
+    assert args.source == "emulator"
+    assert str(args.sources) == "/etc/confluence-stream/sources.toml"
+
+
+def test_producer_sources_file_mounted_read_only() -> None:
+    host_path, _ = producer_source()
+    volumes = [str(volume) for volume in SERVICES["producer"]["volumes"]]
+
+    assert host_path.is_file()
+    assert host_path == REPO / "examples" / "compose-sources.toml"
+    assert all(volume.endswith(":ro") for volume in volumes)
+
+
+def test_producer_source_points_at_emulator() -> None:
+    _, source = producer_source()
+    serve = emulator_serve_args()
+
+    assert source.deployment == "cloud"
+    # The producer shares the emulator's network namespace, so loopback reaches it.
+    assert SERVICES["producer"]["network_mode"] == "service:emulator"
+    assert source.base_url == f"http://127.0.0.1:{serve.port}"
+    assert source.auth.method == "basic"
+    assert source.auth.username == serve.user_email
+
+
+def test_producer_environment_holds_named_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, source = producer_source()
+    env = environment("producer")
+    assert source.auth.token is not None
+    assert source.auth.token.env is not None, "the compose source names its token by variable"
+    assert source.auth.token.env in env
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    credentials = load_credentials(source.auth, where="sources.emulator.auth")
+
+    assert credentials.token is not None
+    assert credentials.token.reveal() == emulator_serve_args().api_token
+    assert credentials.username == emulator_serve_args().user_email
+
+
+def test_producer_sets_no_unread_confluence_variables() -> None:
+    _, source = producer_source()
+    named = {ref.env for ref in (source.auth.token,) if ref is not None and ref.env}
+    unread = {
+        name
+        for name in environment("producer")
+        if not name.startswith(SETTINGS_PREFIXES) and name not in named
+    }
+
+    assert not unread, f"the producer reads none of {sorted(unread)}"
 
 
 def test_producer_under_crawl_profile() -> None:
