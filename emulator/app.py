@@ -19,7 +19,7 @@ from emulator.gate import CloudCredential, DataCenterUser, GateState, gate_middl
 from emulator.generator import generate_site
 from emulator.keys import CREDENTIALS_KEY, GATE_KEY, LATENCY_KEY, STATE_KEY
 from emulator.limits import RateLimitSettings
-from emulator.model import Site
+from emulator.model import Site, User
 from emulator.routes import (
     error_middleware,
     latency_middleware,
@@ -65,12 +65,37 @@ def _import_corpus(options: ServerOptions) -> Site:
     )
 
 
+READER_ACCOUNT_ID = "5b10ac8d82e05b22cc7d4ef6"
+
+
+def _add_reader(site: Site, email: str) -> User:
+    """Add the second user to the site, or return it when the site already has it.
+
+    Generated sites put only their own users into read restrictions, so this user is left
+    out of every restricted item and its subtree.
+    """
+    existing = site.user(READER_ACCOUNT_ID)
+    if existing is not None:
+        return existing
+    return site.add_user(
+        User(
+            account_id=READER_ACCOUNT_ID,
+            display_name="Emulator Reader",
+            email=email,
+            time_zone="America/New_York",
+            username="reader",
+            user_key="8a7f808a7a1b2c3d017a1b2c3d4e0002",
+        )
+    )
+
+
 def build_gate(options: ServerOptions, site: Site) -> tuple[GateState, Credentials]:
     """Create the gate state: credentials of the API user, limits, faults and site hooks."""
     user = site.user(site.current_user_id)
     assert user is not None, "the site has no API user"
     # The API user signs in with this email, so `/user/current` must show the same one.
     user.email = options.user_email
+    reader = _add_reader(site, options.reader_email)
     credentials = Credentials(
         email=options.user_email,
         api_token=options.api_token,
@@ -80,6 +105,10 @@ def build_gate(options: ServerOptions, site: Site) -> tuple[GateState, Credentia
         oauth_client_id=OAUTH_CLIENT_ID,
         oauth_client_secret=secrets.token_urlsafe(18),
         account_id=user.account_id,
+        reader_email=reader.email,
+        reader_username=reader.username,
+        reader_token=options.reader_api_token,
+        reader_account_id=reader.account_id,
     )
     gate = GateState(cloud_id=options.cloud_id, site_name=options.site_name)
     gate.add_cloud_credential(
@@ -97,9 +126,25 @@ def build_gate(options: ServerOptions, site: Site) -> tuple[GateState, Credentia
         )
     )
     gate.personal_access_tokens[credentials.personal_access_token] = credentials.account_id
+    gate.add_cloud_credential(
+        CloudCredential(
+            email=reader.email,
+            api_token=options.reader_api_token,
+            account_id=reader.account_id,
+        )
+    )
+    gate.datacenter_users.append(
+        DataCenterUser(
+            username=reader.username,
+            password=options.reader_api_token,
+            account_id=reader.account_id,
+        )
+    )
+    gate.personal_access_tokens[options.reader_api_token] = reader.account_id
     gate.add_oauth_client(credentials.oauth_client_id, credentials.oauth_client_secret)
     gate.admin_account_ids.add(credentials.account_id)
     gate.v1_gone = options.v1_gone
+    gate.anonymous_access = options.anonymous_access
     gate.clock = site.now
     gate.reseed_faults(options.seed)
     if options.rate_limit is not None:
@@ -147,12 +192,12 @@ def create_app(options: ServerOptions, site: Site | None = None) -> web.Applicat
     app[STATE_KEY] = EmulatorState(
         site=site,
         options=options,
-        search_lag=options.search_lag,
         short_page_rate=options.search_short_page_rate,
         dc_quirks=options.dc_quirks,
         dc_limit_cap=options.dc_limit_cap,
         cloud_quirks=options.cloud_quirks,
     )
+    site.index_lag = options.search_lag
     app[GATE_KEY] = gate
     app[LATENCY_KEY] = latency
     app[CREDENTIALS_KEY] = credentials

@@ -150,11 +150,30 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         action="store_true",
         help="respond to deprecated v1 reads on the OAuth gateway with 410 Gone",
     )
+    serve.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="serve requests without credentials as the anonymous user instead of refusing them",
+    )
     serve.add_argument("--control", action="store_true", help="enable the /_emulator control API")
     serve.add_argument(
         "--user-email", default=ServerOptions.user_email, help="email of the API user"
     )
     serve.add_argument("--api-token", help="API token of the API user (default: generated)")
+    serve.add_argument(
+        "--reader-email",
+        default=ServerOptions.reader_email,
+        help="email of the second user, whom generated read restrictions leave out",
+    )
+    serve.add_argument(
+        "--reader-token",
+        help="API token, Data Center password and PAT of the second user (default: generated)",
+    )
+    serve.add_argument(
+        "--media-host",
+        help="host[:port] that attachment downloads redirect to (default: localhost for "
+        "requests to 127.0.0.1, else 127.0.0.1; the port stays the server's)",
+    )
     serve.add_argument(
         "--log-level", default="WARNING", help="logging level (DEBUG, INFO, WARNING, ERROR)"
     )
@@ -164,6 +183,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     """Turn parsed arguments into validated ServerOptions; raise OptionError if invalid."""
     rate = parse_rate(args.rate_limit) if args.rate_limit is not None else None
     token_kwargs = {"api_token": args.api_token} if args.api_token is not None else {}
+    if args.reader_token is not None:
+        token_kwargs["reader_api_token"] = args.reader_token
     options = ServerOptions(
         host=args.host,
         port=args.port,
@@ -187,8 +208,11 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         dc_limit_cap=args.dc_limit_cap,
         cloud_quirks=args.cloud_quirks,
         v1_gone=args.v1_gone,
+        anonymous_access=args.anonymous,
         control=args.control,
         user_email=args.user_email,
+        reader_email=args.reader_email,
+        media_host=args.media_host,
         **token_kwargs,
     )
     options.validate()
@@ -217,6 +241,10 @@ def _banner(options: ServerOptions, port: int, credentials: object) -> list[str]
         f"Data Center credentials: username={credentials.username} "
         f"password={credentials.password} personal_access_token="
         f"{credentials.personal_access_token}"
+    )
+    lines.append(
+        f"Second user (left out of some read restrictions): email={credentials.reader_email} "
+        f"username={credentials.reader_username} token={credentials.reader_token}"
     )
     lines.append(
         f"OAuth client: client_id={credentials.oauth_client_id} "

@@ -13,6 +13,7 @@ from emulator.faults import parse_fault_rule
 FLAVOURS = ("cloud", "datacenter", "all")
 SITE_KINDS = ("generated", "corpus")
 _RATE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/s)?\s*$")
+_HOST_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(?::\d{1,5})?$")
 
 
 class OptionError(ValueError):
@@ -68,10 +69,18 @@ class ServerOptions:
     cloud_quirks: bool = False
     search_short_page_rate: float = 0.1
     v1_gone: bool = False
+    # Requests without credentials run as the anonymous user instead of being rejected.
+    anonymous_access: bool = False
     control: bool = False
     user_email: str = "emulator@example.com"
     api_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     site_name: str = "emulator"
+    # The second user, whom generated read restrictions leave out.
+    reader_email: str = "reader@example.com"
+    reader_api_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # Host name that attachment downloads redirect to; None picks the other loopback
+    # name (`localhost` for a request to 127.0.0.1, `127.0.0.1` otherwise).
+    media_host: str | None = None
 
     def validate(self) -> None:
         """Raise OptionError naming every invalid option, on one line."""
@@ -136,6 +145,21 @@ class ServerOptions:
             errors.append(f"invalid --user-email {self.user_email!r}: use an address without ':'")
         if not self.api_token:
             errors.append("invalid --api-token '': the token cannot be empty")
+        if ":" in self.reader_email or not self.reader_email:
+            errors.append(
+                f"invalid --reader-email {self.reader_email!r}: use an address without ':'"
+            )
+        if self.reader_email.casefold() == self.user_email.casefold():
+            errors.append(
+                f"invalid --reader-email {self.reader_email!r}: it must differ from --user-email"
+            )
+        if not self.reader_api_token:
+            errors.append("invalid --reader-token '': the token cannot be empty")
+        if self.media_host is not None and not _HOST_PATTERN.match(self.media_host):
+            errors.append(
+                f"invalid --media-host {self.media_host!r}: use a host name or address, "
+                "optionally with :port, such as localhost or localhost:8091"
+            )
         return errors
 
     @property

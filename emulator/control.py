@@ -17,6 +17,8 @@ Endpoints (all under ``/_emulator``):
   ``/purge``, ``/archive``, ``/unarchive``.
 - ``POST /content/{id}/labels`` (``name``, ``prefix``) and
   ``DELETE /content/{id}/labels/{name}``.
+- ``POST /content/{id}/restrictions`` (``users``: account ids, ``groups``: group names):
+  replace the read restrictions; empty lists remove them.
 - ``POST /space/{key}/archive`` and ``/unarchive``; ``POST /space/{key}/restrict``
   (``restricted``: the space the ``403space`` fault refuses).
 - ``GET``/``POST /clock`` (``when`` ISO-8601, ``offset_seconds``, ``advance_seconds``,
@@ -27,10 +29,14 @@ Endpoints (all under ``/_emulator``):
 - ``GET``/``POST``/``DELETE /faults`` (``rule``: ``[METHOD ]ROUTE:KIND:WHEN[:ARG]``).
 - ``GET``/``POST /search`` (``lag_seconds``, ``short_page_rate``, ``body_limit``).
 - ``GET``/``POST /server`` (``latency_ms``, ``latency_jitter_ms``, ``dc_quirks``,
-  ``dc_limit_cap``, ``cloud_quirks``, ``v1_gone``).
+  ``dc_limit_cap``, ``cloud_quirks``, ``v1_gone``, ``anonymous_access``).
 - ``GET /counters`` and ``POST /counters/reset``.
 - ``POST /oauth/grant`` (``scopes``): a consent for the emulator's OAuth client, returning
   its tokens.
+- ``GET``/``POST /oauth/lifetimes`` (``access_token_seconds``,
+  ``refresh_reuse_leeway_seconds``, ``refresh_idle_seconds``,
+  ``refresh_absolute_seconds``): OAuth token lifetimes; new values apply to tokens issued
+  afterwards and to every later refresh.
 """
 
 from __future__ import annotations
@@ -299,6 +305,29 @@ async def remove_label(request: web.Request) -> web.Response:
     return json_response({"removed": request.match_info["name"]})
 
 
+def _names(payload: dict[str, Any], name: str) -> list[str]:
+    values = _field(payload, name, list, [])
+    if not all(isinstance(value, str) for value in values):
+        raise ControlError(f"field {name!r} is {values!r}; expected a list of strings")
+    return list(values)
+
+
+async def set_restrictions(request: web.Request) -> web.Response:
+    payload = await _payload(request)
+    users = _names(payload, "users")
+    groups = _names(payload, "groups")
+    content = _state(request).site.set_read_restrictions(
+        _content_id(request), users=users, groups=groups
+    )
+    return json_response(
+        {
+            **content_summary(content),
+            "read_restriction_users": content.read_restriction_users,
+            "read_restriction_groups": content.read_restriction_groups,
+        }
+    )
+
+
 def _space_key(request: web.Request) -> str:
     return request.match_info["key"]
 
@@ -478,6 +507,7 @@ def _server_body(request: web.Request) -> dict[str, Any]:
         "dc_limit_cap": state.dc_limit_cap,
         "cloud_quirks": state.cloud_quirks,
         "v1_gone": _gate(request).v1_gone,
+        "anonymous_access": _gate(request).anonymous_access,
     }
 
 
@@ -513,6 +543,9 @@ async def set_server(request: web.Request) -> web.Response:
     v1_gone = _field(payload, "v1_gone", bool)
     if v1_gone is not None:
         _gate(request).v1_gone = v1_gone
+    anonymous = _field(payload, "anonymous_access", bool)
+    if anonymous is not None:
+        _gate(request).anonymous_access = anonymous
     return json_response(_server_body(request))
 
 
@@ -523,6 +556,35 @@ async def get_counters(request: web.Request) -> web.Response:
 async def reset_counters(request: web.Request) -> web.Response:
     _gate(request).reset_counters()
     return json_response(_gate(request).snapshot_counters())
+
+
+def _lifetimes_body(gate: GateState) -> dict[str, float]:
+    store = gate.tokens
+    return {
+        "access_token_seconds": store.access_token_lifetime,
+        "refresh_reuse_leeway_seconds": store.refresh_reuse_leeway,
+        "refresh_idle_seconds": store.refresh_idle_lifetime,
+        "refresh_absolute_seconds": store.refresh_absolute_lifetime,
+    }
+
+
+async def get_token_lifetimes(request: web.Request) -> web.Response:
+    return json_response(_lifetimes_body(_gate(request)))
+
+
+async def set_token_lifetimes(request: web.Request) -> web.Response:
+    payload = await _payload(request)
+    gate = _gate(request)
+    try:
+        gate.set_token_lifetimes(
+            access_token=_field(payload, "access_token_seconds", float),
+            refresh_reuse_leeway=_field(payload, "refresh_reuse_leeway_seconds", float),
+            refresh_idle=_field(payload, "refresh_idle_seconds", float),
+            refresh_absolute=_field(payload, "refresh_absolute_seconds", float),
+        )
+    except ValueError as error:
+        raise ControlError(str(error)) from None
+    return json_response(_lifetimes_body(gate))
 
 
 async def oauth_grant(request: web.Request) -> web.Response:
@@ -557,6 +619,7 @@ CONTROL_ROUTES: tuple[tuple[str, str, ControlHandler], ...] = (
     ("POST", "/content/{id}/unarchive", unarchive_content),
     ("POST", "/content/{id}/labels", add_label),
     ("DELETE", "/content/{id}/labels/{name}", remove_label),
+    ("POST", "/content/{id}/restrictions", set_restrictions),
     ("POST", "/space/{key}/archive", archive_space),
     ("POST", "/space/{key}/unarchive", unarchive_space),
     ("POST", "/space/{key}/restrict", restrict_space),
@@ -575,6 +638,8 @@ CONTROL_ROUTES: tuple[tuple[str, str, ControlHandler], ...] = (
     ("GET", "/counters", get_counters),
     ("POST", "/counters/reset", reset_counters),
     ("POST", "/oauth/grant", oauth_grant),
+    ("GET", "/oauth/lifetimes", get_token_lifetimes),
+    ("POST", "/oauth/lifetimes", set_token_lifetimes),
 )
 
 

@@ -1,9 +1,9 @@
 """Mutable state of the emulator's gate: credentials, OAuth tokens, limits, faults, counters.
 
 One ``GateState`` serves one emulator process. The server builds it from its options and
-stores it on the application under ``GATE_KEY``. The control API changes limits and faults
-through its methods while the server runs. Like the site model, it is used from one event
-loop and is not thread-safe.
+stores it on the application under ``emulator.keys.GATE_KEY``. The control API changes
+limits and faults through its methods while the server runs. Like the site model, it is
+used from one event loop and is not thread-safe.
 
 Two clocks drive it. ``clock`` is the wall clock of the site (the server passes the
 model's ``site.now``), so token lifetimes, the points-quota hour and ``X-RateLimit-Reset``
@@ -252,6 +252,10 @@ class GateCounters:
     throttled: int = 0
     points_used: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    # Attachment bytes served by the media route, and media requests that carried an
+    # Authorization header (a client forwarding the site's credentials to another host).
+    media_downloads: int = 0
+    media_authorization: int = 0
 
     def count_request(self, route: str, status: str) -> None:
         by_status = self.requests.setdefault(route, {})
@@ -450,14 +454,12 @@ class GateState:
             "throttled": counters.throttled,
             "points_used": counters.points_used,
             "faults": dict(sorted(counters.faults.items())),
+            "media_downloads": counters.media_downloads,
+            "media_authorization": counters.media_authorization,
         }
 
     def reset_counters(self) -> None:
         self.counters = GateCounters()
-
-
-# Typed application key for the gate state; aiohttp warns about plain string keys.
-GATE_KEY = web.AppKey("gate", GateState)
 
 
 # Middlewares

@@ -672,7 +672,10 @@ class _Builder:
 
     def _restrict(self, content_id: str) -> None:
         rng = self.rng
-        users = [rng.choice(self.account_ids) for _ in range(rng.randint(1, 2))]
+        # The API user is in every generated restriction, so a crawler that signs in as
+        # that user can read the whole site. The other users are left out of some.
+        users = [self.site.current_user_id]
+        users.extend(rng.choice(self.account_ids) for _ in range(rng.randint(1, 2)))
         groups = [rng.choice(_GROUPS)] if rng.random() < 0.5 else []
         self.site.set_read_restrictions(content_id, users=list(dict.fromkeys(users)), groups=groups)
 

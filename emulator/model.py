@@ -20,6 +20,7 @@ The ``Site`` is not thread-safe; use it from one event loop.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -100,6 +101,8 @@ class User:
     time_zone: str
     username: str
     user_key: str
+    # Names of the groups the user belongs to; group read restrictions admit their members.
+    groups: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -269,6 +272,14 @@ class Site:
         # Content id -> (number of the trash operation that trashed it, status before),
         # so a restore brings back exactly what was trashed together, as it was.
         self._trash_group: dict[str, tuple[int, ContentStatus]] = {}
+        # Account id (None for anonymous) -> ids that caller may not read, valid for one
+        # change sequence.
+        self._hidden_cache: dict[str | None, frozenset[str]] = {}
+        self._hidden_sequence = -1
+        # Seconds the search index lags behind changes; see the `index_lag` property.
+        self._index_lag = 0.0
+        self.last_change_at = 0.0
+        self._indexed: dict[str, list[tuple[float, Content | None]]] = {}
 
     # ------------------------------------------------------------------ clock
 
@@ -331,6 +342,86 @@ class Site:
         self._change_sequence += 1
         content.changed_at = (self.now() if at is None else at).timestamp()
         content.change_sequence = self._change_sequence
+        self.last_change_at = max(self.last_change_at, content.changed_at)
+        if self.index_lag > 0:
+            self._record_indexed(content.id, content.changed_at, _index_copy(content))
+
+    @property
+    def index_lag(self) -> float:
+        """Seconds the search index lags behind changes.
+
+        While it is above zero, every change records a copy of the item, so search can
+        serve the version it indexed before. Turning the lag on copies every item once as
+        the index's starting point; turning it off drops the copies.
+        """
+        return self._index_lag
+
+    @index_lag.setter
+    def index_lag(self, seconds: float) -> None:
+        if seconds > 0 and self._index_lag <= 0:
+            self._indexed = {
+                content.id: [(content.changed_at, _index_copy(content))]
+                for content in self._contents.values()
+            }
+        elif seconds <= 0:
+            self._indexed = {}
+        self._index_lag = seconds
+
+    def _record_indexed(self, content_id: str, at: float, copy: Content | None) -> None:
+        history = self._indexed.setdefault(content_id, [])
+        history.append((at, copy))
+        # Entries older than the newest one that the index has already caught up with are
+        # never served again.
+        cutoff = self.now().timestamp() - self.index_lag
+        settled = [index for index, (when, _copy) in enumerate(history) if when <= cutoff]
+        if len(settled) > 1:
+            del history[: settled[-1]]
+
+    def indexed_version(self, content_id: str, cutoff: float) -> Content | None:
+        """Return the item as the search index saw it at ``cutoff`` (epoch seconds).
+
+        Returns None when the index had not seen the item by then, or saw it purged.
+        """
+        history = self._indexed.get(content_id)
+        if not history:
+            content = self._contents.get(content_id)
+            if content is None or content.changed_at > cutoff:
+                return None
+            return content
+        seen: Content | None = None
+        for when, copy in history:
+            if when > cutoff:
+                break
+            seen = copy
+        return seen
+
+    def hidden_from(self, account_id: str | None) -> frozenset[str]:
+        """Return the ids of the content ``account_id`` may not read (None: anonymous).
+
+        A read restriction admits its users and the members of its groups. It covers the
+        item, its descendant pages and the comments and attachments of all of them, as
+        Confluence's inherited page restrictions do.
+        """
+        if self._hidden_sequence != self._change_sequence:
+            self._hidden_cache.clear()
+            self._hidden_sequence = self._change_sequence
+        cached = self._hidden_cache.get(account_id)
+        if cached is not None:
+            return cached
+        user = self.users.get(account_id) if account_id is not None else None
+        groups = set(user.groups) if user is not None else set()
+        hidden: set[str] = set()
+        for content in self._contents.values():
+            if not content.is_restricted or content.id in hidden:
+                continue
+            if account_id in content.read_restriction_users or groups.intersection(
+                content.read_restriction_groups
+            ):
+                continue
+            hidden.update(item.id for item in self._subtree(content.id))
+        result = frozenset(hidden)
+        self._hidden_cache[account_id] = result
+        return result
 
     @property
     def change_sequence(self) -> int:
@@ -1111,6 +1202,10 @@ class Site:
                 f"({', '.join(alive[:5])}); trash or move it first"
             )
         doomed_ids = {item.id for item in doomed}
+        if self._index_lag > 0:
+            purged_at = self.now().timestamp()
+            for item in doomed:
+                self._record_indexed(item.id, purged_at, None)
         self._unlink_structure(content)
         for item in doomed:
             self._contents.pop(item.id)
@@ -1315,3 +1410,16 @@ def _insert_in_id_order(index: dict[str, Content], content: Content) -> None:
     items = sorted([*index.values(), content], key=lambda item: int(item.id))
     index.clear()
     index.update((item.id, item) for item in items)
+
+
+def _index_copy(content: Content) -> Content:
+    """Copy the fields search reads, so later in-place changes do not reach the copy."""
+    return dataclasses.replace(
+        content,
+        versions=list(content.versions),
+        labels=list(content.labels),
+        read_restriction_users=list(content.read_restriction_users),
+        read_restriction_groups=list(content.read_restriction_groups),
+        stored_ancestor_ids=list(content.stored_ancestor_ids),
+        text_cache=None,
+    )

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import random
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from emulator.config import ServerOptions
-from emulator.keys import FLAVOUR_KEY, SHAPE_KEY, STATE_KEY
+from emulator.keys import AUTH_KIND_KEY, FLAVOUR_KEY, SHAPE_KEY, STATE_KEY, USER_ID_KEY
 from emulator.model import Content, ContentStatus, ContentType, Site
 from emulator.paging import LimitPolicy, PageRequest, PagingError, parse_page
 from emulator.shapes import Expand, ExpansionError, ShapeContext, expand_paths, parse_expand
@@ -74,6 +74,12 @@ class Credentials:
     oauth_client_id: str
     oauth_client_secret: str
     account_id: str
+    # The second user, left out of some read restrictions. It signs in with the same
+    # secret everywhere: Cloud API token, Data Center password and personal access token.
+    reader_email: str
+    reader_username: str
+    reader_token: str
+    reader_account_id: str
 
 
 @dataclass
@@ -98,7 +104,6 @@ class EmulatorState:
 
     site: Site
     options: ServerOptions
-    search_lag: float = 0.0
     short_page_rate: float = 0.1
     dc_quirks: bool = False
     dc_limit_cap: int = 200
@@ -108,6 +113,15 @@ class EmulatorState:
     media_secret: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     listings: ListingCache = field(default_factory=ListingCache)
     searches: ListingCache = field(default_factory=lambda: ListingCache(max_entries=64))
+
+    @property
+    def search_lag(self) -> float:
+        """Seconds the search index lags behind changes (kept by the site model)."""
+        return self.site.index_lag
+
+    @search_lag.setter
+    def search_lag(self, seconds: float) -> None:
+        self.site.index_lag = seconds
 
     def media_token(self, attachment_id: str, version: int) -> str:
         """Return the signed token the attachment redirect puts into the media URL."""
@@ -125,6 +139,30 @@ def shape_of(request: web.Request) -> ShapeContext:
     ctx = request[SHAPE_KEY]
     assert isinstance(ctx, ShapeContext)
     return ctx
+
+
+def caller_id(request: web.Request) -> str | None:
+    """Return the account id of the caller, or None for an anonymous caller.
+
+    A request that did not pass the authentication middleware (a handler called outside
+    the gate) runs as the site's API user.
+    """
+    if request.get(AUTH_KIND_KEY) is None:
+        return state_of(request).site.current_user_id
+    return request.get(USER_ID_KEY)
+
+
+def hidden_ids(request: web.Request) -> frozenset[str]:
+    """Return the ids of the content whose read restrictions exclude the caller."""
+    return state_of(request).site.hidden_from(caller_id(request))
+
+
+def readable(request: web.Request, items: Sequence[Content]) -> Sequence[Content]:
+    """Leave out the items the caller may not read; Confluence lists them nowhere."""
+    hidden = hidden_ids(request)
+    if not hidden:
+        return items
+    return [item for item in items if item.id not in hidden]
 
 
 def flavour_of(request: web.Request) -> str:
@@ -342,7 +380,7 @@ def require_content(
     content_id = parse_content_id(raw_id, request)
     content = state_of(request).site.content(content_id)
     allowed = statuses if statuses is not None else {ContentStatus.CURRENT}
-    if content is None or content.status not in allowed:
+    if content is None or content.status not in allowed or content_id in hidden_ids(request):
         raise content_not_found(content_id, request)
     return content
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from datetime import date
 from typing import Any
@@ -12,17 +13,21 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from emulator.keys import API_PATH_FULL_KEY, FLAVOUR_KEY, USER_ID_KEY
+from emulator.keys import API_PATH_FULL_KEY, FLAVOUR_KEY, GATE_KEY
 from emulator.model import Content, ContentStatus, ContentType
 from emulator.paging import POLICIES, LimitPolicy, offset_links, slice_page
 from emulator.routes_common import (
     ApiError,
     bad_request,
+    caller_id,
     carried_params,
     content_not_found,
     current_children,
+    flavour_of,
+    hidden_ids,
     json_response,
     not_found,
+    readable,
     request_expand,
     request_page,
     require_content,
@@ -57,6 +62,8 @@ _ORDER_FIELDS: dict[str, Callable[[Content], Any]] = {
     "position": lambda item: item.position,
 }
 
+logger = logging.getLogger(__name__)
+
 
 def paged_array(
     request: web.Request,
@@ -66,8 +73,9 @@ def paged_array(
     *,
     silent_cap: int | None = None,
 ) -> dict[str, Any]:
-    """Slice ``items`` by ``start`` and ``limit`` and wrap the page in a ContentArray."""
+    """Slice the items the caller may read by ``start`` and ``limit`` into a ContentArray."""
     ctx = shape_of(request)
+    items = readable(request, items)
     page_request = request_page(request, policy, expand, silent_cap=silent_cap)
     page = slice_page(len(items), page_request, policy)
     links = offset_links(
@@ -211,16 +219,14 @@ async def get_content(request: web.Request) -> web.Response:
     if ContentStatus.CURRENT in statuses:
         statuses.add(ContentStatus.HISTORICAL)
     content = require_content(request, request.match_info["id"], statuses)
-    if content.status is ContentStatus.DRAFT:
-        user_id = request.get(USER_ID_KEY) or state_of(request).site.current_user_id
-        if content.created_by != user_id:
-            raise ApiError(
-                403,
-                {
-                    "statusCode": 403,
-                    "message": "confluence.user.view.draft.permission",
-                },
-            )
+    if content.status is ContentStatus.DRAFT and content.created_by != caller_id(request):
+        raise ApiError(
+            403,
+            {
+                "statusCode": 403,
+                "message": "confluence.user.view.draft.permission",
+            },
+        )
     version_raw = request.query.get("version")
     if version_raw:
         try:
@@ -262,7 +268,7 @@ def _children_map(request: web.Request, *, descendants: bool) -> dict[str, Any]:
         if kind.value not in expand:
             expandable[kind.value] = path
             continue
-        items = _related(ctx, content, kind, descendants=descendants)
+        items = readable(request, _related(ctx, content, kind, descendants=descendants))
         page = items[:25]
         links: dict[str, str] = {"self": f"{ctx.api}/content/{content.id}/{segment}/{kind.value}"}
         if len(items) > 25:
@@ -516,12 +522,32 @@ async def list_restrictions(request: web.Request) -> web.Response:
     )
 
 
+def media_origin(request: web.Request) -> str:
+    """Return the origin of the media service that downloads redirect to.
+
+    Cloud redirects to another host (``api.media.atlassian.com``). Locally the other host
+    is the same server under another name: ``--media-host`` when set, else ``localhost``
+    for a request to ``127.0.0.1`` and ``127.0.0.1`` for any other name, on the port the
+    request came to. A client that keeps ``Authorization`` for the site's host only does
+    not send it there.
+    """
+    configured = state_of(request).options.media_host
+    url = request.url
+    port = url.port or 80
+    if configured:
+        host = configured if ":" in configured else f"{configured}:{port}"
+    else:
+        name = "localhost" if url.host == "127.0.0.1" else "127.0.0.1"
+        host = f"{name}:{port}"
+    return f"{request.scheme}://{host}"
+
+
 def _media_redirect(request: web.Request, attachment: Content, version: int) -> web.Response:
     state = state_of(request)
     token = state.media_token(attachment.id, version)
     location = (
-        f"/media/file/{attachment.id}/binary?token={token}&version={version}"
-        f"&name={quote(attachment.title)}&client=emulator"
+        f"{media_origin(request)}/media/file/{attachment.id}/binary?token={token}"
+        f"&version={version}&name={quote(attachment.title)}&client=emulator"
     )
     raise web.HTTPFound(location)
 
@@ -554,17 +580,29 @@ async def download_attachment(request: web.Request) -> web.Response:
 
 
 async def download_legacy(request: web.Request) -> web.Response:
-    """``GET [context]/download/attachments/{pageId}/{filename}``: the older download path."""
+    """``GET [context]/download/attachments/{pageId}/{filename}``: the older download path.
+
+    Data Center serves the bytes itself, to a caller that may read the page. The Cloud
+    site redirects to the media service like the API download path.
+    """
     site = state_of(request).site
     container_id = request.match_info["container_id"]
     filename = request.match_info["filename"]
     attachment = site.find_attachment(container_id, filename)
-    if attachment is None or attachment.status is not ContentStatus.CURRENT:
+    if (
+        attachment is None
+        or attachment.status is not ContentStatus.CURRENT
+        or attachment.id in hidden_ids(request)
+    ):
         raise web.HTTPNotFound(text=f"No attachment {filename!r} on content {container_id}")
     version_raw = request.query.get("version")
     version = attachment.version.number
     if version_raw and version_raw.isdigit():
         version = min(max(1, int(version_raw)), attachment.version.number)
+    if flavour_of(request) == "datacenter":
+        # NOTE: no recorded Data Center download was available; this follows the
+        # servlet's usual behaviour of sending the file in the response.
+        return _attachment_response(attachment, version)
     return _media_redirect(request, attachment, version)
 
 
@@ -581,6 +619,14 @@ async def media_file(request: web.Request) -> web.Response:
     attachment_id = request.match_info["attachment_id"]
     version_raw = request.query.get("version", "")
     token = request.query.get("token", "")
+    gate = request.app[GATE_KEY]
+    if "Authorization" in request.headers:
+        # The media service needs only the token. A client that sends the site's
+        # credentials here leaks them to another host, so the counters record it.
+        gate.counters.media_authorization += 1
+        logger.warning(
+            "media download of attachment %s carried an Authorization header", attachment_id
+        )
     attachment = state.site.content(attachment_id)
     if attachment is None or attachment.type is not ContentType.ATTACHMENT:
         raise web.HTTPNotFound(text=f"No file {attachment_id}")
@@ -588,7 +634,12 @@ async def media_file(request: web.Request) -> web.Response:
         raise web.HTTPUnauthorized(
             text="Invalid or missing media token; follow the download redirect again"
         )
-    data = attachment_bytes(attachment_id, int(version_raw), attachment.file_size or 0)
+    gate.counters.media_downloads += 1
+    return _attachment_response(attachment, int(version_raw))
+
+
+def _attachment_response(attachment: Content, version: int) -> web.Response:
+    data = attachment_bytes(attachment.id, version, attachment.file_size or 0)
     return web.Response(
         body=data,
         content_type=attachment.media_type or "application/octet-stream",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from emulator.routes_common import (
     BAD_REQUEST_CLASS,
     ApiError,
     EmulatorState,
+    caller_id,
     flavour_of,
     json_response,
     request_expand,
@@ -60,11 +61,15 @@ _CONTENT_TYPES = {content_type.value: content_type for content_type in ContentTy
 
 @dataclass(frozen=True)
 class MatchList:
-    """The ordered ids matching one query, before index lag is applied."""
+    """The ordered ids matching one query.
+
+    ``indexed`` maps each id to the version of each item the lagging search index serves, when it
+    differs from the site's current content; None means the index is up to date.
+    """
 
     ids: list[str]
-    newest_change: float
     index_of: dict[str, int]
+    indexed: dict[str, Content] | None = None
 
 
 def _search_time_zone(request: web.Request, state: EmulatorState) -> str:
@@ -99,36 +104,44 @@ def _candidates(site: Site, query: cql.Query) -> Iterable[Content]:
     return items
 
 
-def _match(site: Site, query: cql.Query, include_archived: bool) -> MatchList:
+def _space_status_reader(site: Site, include_archived: bool) -> Callable[[str], str] | None:
+    if include_archived:
+        return None
+
     def space_status(key: str) -> str:
         space = site.space(key)
         return space.status if space is not None else "current"
 
-    status_reader = None if include_archived else space_status
+    return space_status
+
+
+def _match(site: Site, query: cql.Query, include_archived: bool) -> MatchList:
+    status_reader = _space_status_reader(site, include_archived)
     matched = [item for item in _candidates(site, query) if query.matches(item, status_reader)]
+    ids = [item.id for item in query.sort(matched)]
+    index_of = {content_id: position for position, content_id in enumerate(ids)}
+    return MatchList(ids=ids, index_of=index_of)
+
+
+def _match_lagging(
+    site: Site, query: cql.Query, include_archived: bool, cutoff: float
+) -> MatchList:
+    """Match against what the search index saw at ``cutoff`` (epoch seconds).
+
+    An item edited since then is found in its previous version (title, version, dates),
+    an item created since then is missing, and one trashed since then is still found.
+    """
+    status_reader = _space_status_reader(site, include_archived)
+    matched: list[Content] = []
+    for item in _candidates(site, query):
+        seen = site.indexed_version(item.id, cutoff)
+        if seen is not None and query.matches(seen, status_reader):
+            matched.append(seen)
     ordered = query.sort(matched)
-    newest = max((item.changed_at for item in ordered), default=0.0)
     ids = [item.id for item in ordered]
     index_of = {content_id: position for position, content_id in enumerate(ids)}
-    return MatchList(ids=ids, newest_change=newest, index_of=index_of)
-
-
-def _visible_ids(state: EmulatorState, matches: MatchList) -> list[str]:
-    """Drop items changed within the index lag: the search index has not seen them yet."""
-    # NOTE: an edited item disappears from search until the lag has passed, where Cloud
-    # would still find its previous version; window queries see the same result either way.
-    if state.search_lag <= 0:
-        return matches.ids
-    cutoff = state.site.now().timestamp() - state.search_lag
-    if matches.newest_change <= cutoff:
-        return matches.ids
-    site = state.site
-    visible: list[str] = []
-    for content_id in matches.ids:
-        item = site.content(content_id)
-        if item is not None and item.changed_at <= cutoff:
-            visible.append(content_id)
-    return visible
+    indexed = {item.id: item for item in ordered}
+    return MatchList(ids=ids, index_of=index_of, indexed=indexed)
 
 
 def _dc_search_cap(expand: Expand) -> int:
@@ -184,10 +197,16 @@ def _run_search(
     # a few seconds only. Other queries stay cached until the site changes.
     moment = int(now.timestamp()) // 5 if _TIME_FUNCTION.search(query_text) else None
     key = ("search", query_text, time_zone, include_archived, user_id, moment)
-    matches: MatchList = state.searches.get(
-        site, key, lambda: _match(site, query, include_archived)
-    )
-    visible = _visible_ids(state, matches)
+    cutoff = now.timestamp() - state.search_lag
+    matches: MatchList
+    if state.search_lag > 0 and site.last_change_at > cutoff:
+        matches = _match_lagging(site, query, include_archived, cutoff)
+    else:
+        matches = state.searches.get(site, key, lambda: _match(site, query, include_archived))
+    hidden = site.hidden_from(caller_id(request))
+    visible = matches.ids
+    if hidden:
+        visible = [content_id for content_id in matches.ids if content_id not in hidden]
 
     if datacenter:
         end = min(len(visible), start + limit)
@@ -195,7 +214,7 @@ def _run_search(
         next_link = None
         if end < len(visible) and not (wrapper and state.dc_quirks):
             next_link = _next_link(request, route, cursor=None, limit=limit, start=end)
-        items = _load(site, ids)
+        items = _load(site, ids, matches.indexed)
         return SearchPage(items, start, limit, len(visible), next_link, query_text)
 
     cursor_token = request.query.get("cursor")
@@ -220,10 +239,13 @@ def _run_search(
             request, route, cursor=page.next_cursor, limit=limit, start=start + len(ids)
         )
     total = estimate_total(len(visible), seed=(query_text, cursor_token or ""))
-    return SearchPage(_load(site, ids), start, limit, total, next_link, query_text)
+    items = _load(site, ids, matches.indexed)
+    return SearchPage(items, start, limit, total, next_link, query_text)
 
 
-def _load(site: Site, ids: Sequence[str]) -> list[Content]:
+def _load(site: Site, ids: Sequence[str], indexed: dict[str, Content] | None) -> list[Content]:
+    if indexed is not None:
+        return [indexed[content_id] for content_id in ids]
     loaded = (site.content(content_id) for content_id in ids)
     return [item for item in loaded if item is not None]
 

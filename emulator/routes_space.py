@@ -7,14 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
-from emulator.keys import API_PATH_FULL_KEY, USER_ID_KEY
+from emulator.keys import API_PATH_FULL_KEY
 from emulator.model import Content, ContentStatus, ContentType, Space
 from emulator.paging import POLICIES, offset_links, slice_page
 from emulator.routes_common import (
     bad_request,
+    caller_id,
     carried_params,
     json_response,
     not_found,
+    readable,
     request_expand,
     request_page,
     shape_of,
@@ -129,7 +131,7 @@ async def list_space_content(request: web.Request) -> web.Response:
     page_request = request_page(request, policy, expand)
     body: dict[str, Any] = {}
     for content_type in (ContentType.PAGE, ContentType.BLOGPOST):
-        items = _space_items(request, space, content_type)
+        items = readable(request, _space_items(request, space, content_type))
         page = slice_page(len(items), page_request, policy)
         links = offset_links(
             base=ctx.base,
@@ -171,9 +173,10 @@ async def list_space_content_of_type(request: web.Request) -> web.Response:
 async def current_user(request: web.Request) -> web.Response:
     """``GET /user/current``: the caller, with its time zone."""
     state = state_of(request)
-    user_id = str(request.get(USER_ID_KEY) or state.site.current_user_id)
-    if state.site.user(user_id) is None:
-        # Anonymous callers get the anonymous user shape.
+    user_id = caller_id(request)
+    if user_id is None or state.site.user(user_id) is None:
+        # An anonymous caller gets the anonymous user, as Cloud and Data Center send it
+        # when anonymous access is on.
         ctx = shape_of(request)
         return json_response(
             {

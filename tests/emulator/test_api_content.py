@@ -10,7 +10,7 @@ import requests
 from emulator.app import ServerThread
 from emulator.model import Content, ContentStatus, ContentType
 
-from .conftest import Api, api_for
+from .conftest import Api, api_for, make_options
 
 
 def _current(emulator: ServerThread, content_type: ContentType) -> list[Content]:
@@ -151,25 +151,70 @@ def test_restrictions(cloud: Api, emulator: ServerThread) -> None:
     assert "restrictionsHash" in listed
 
 
-def test_attachment_download_redirect(any_root: Api, emulator: ServerThread) -> None:
+def test_attachment_download_redirect(cloud: Api, emulator: ServerThread) -> None:
     attachment = _downloadable(emulator)
-    listed = any_root.get_json(f"/content/{attachment.container_id}/child/attachment")
+    listed = cloud.get_json(f"/content/{attachment.container_id}/child/attachment")
     item = next(entry for entry in listed["results"] if entry["id"] == attachment.id)
     link = item["_links"]["download"]
-    first = any_root.session.get(any_root.base + link, allow_redirects=False, timeout=30)
+    first = cloud.session.get(cloud.base + link, allow_redirects=False, timeout=30)
     assert first.status_code == 302
-    location = first.headers["Location"]
-    target = urlsplit(location)
-    assert target.path != urlsplit(any_root.base + link).path
+    target = urlsplit(first.headers["Location"])
+    # The media service is another host: the request went to 127.0.0.1.
+    assert target.hostname == "localhost"
+    assert target.port == emulator.port
     assert "/rest/api/" not in target.path
     assert parse_qs(target.query)["token"]
     # The media location needs no Authorization: a bare client downloads the bytes.
-    data = requests.get(any_root.origin + location, timeout=30)
+    data = requests.get(first.headers["Location"], timeout=30)
     assert data.status_code == 200
     assert len(data.content) == attachment.file_size
     assert data.headers["Content-Type"].startswith(attachment.media_type or "")
-    forged = requests.get(any_root.origin + target.path + "?token=bad&version=1", timeout=30)
+    forged = requests.get(
+        f"{target.scheme}://{target.netloc}{target.path}?token=bad&version=1", timeout=30
+    )
     assert forged.status_code == 401
+
+
+def test_gateway_download_redirect(emulator: ServerThread) -> None:
+    gateway = api_for(emulator, "gateway")
+    attachment = _downloadable(emulator)
+    listed = gateway.get_json(f"/content/{attachment.container_id}/child/attachment")
+    item = next(entry for entry in listed["results"] if entry["id"] == attachment.id)
+    first = gateway.session.get(
+        gateway.base + item["_links"]["download"], allow_redirects=False, timeout=30
+    )
+    assert first.status_code == 302
+    assert urlsplit(first.headers["Location"]).hostname == "localhost"
+
+
+def test_media_host_option() -> None:
+    with ServerThread(make_options(media_host="media.localhost:1")) as server:
+        cloud = api_for(server, "cloud")
+        attachment = _downloadable(server)
+        path = f"/content/{attachment.container_id}/child/attachment/{attachment.id}/download"
+        response = cloud.session.get(cloud.url(path), allow_redirects=False, timeout=30)
+        assert response.status_code == 302
+        assert urlsplit(response.headers["Location"]).netloc == "media.localhost:1"
+
+
+def test_media_counts_forwarded_authorization(fresh_emulator: ServerThread) -> None:
+    cloud = api_for(fresh_emulator, "cloud")
+    attachment = _downloadable(fresh_emulator)
+    path = f"/content/{attachment.container_id}/child/attachment/{attachment.id}/download"
+    location = cloud.session.get(cloud.url(path), allow_redirects=False, timeout=30).headers[
+        "Location"
+    ]
+    bare = requests.get(location, timeout=30)
+    assert bare.status_code == 200
+    counters = cloud.control("GET", "/counters").json()
+    assert counters["media_downloads"] == 1
+    assert counters["media_authorization"] == 0
+    # A client that sends the site's credentials to the media host is counted.
+    leaked = cloud.session.get(location, timeout=30)
+    assert leaked.status_code == 200
+    counters = cloud.control("GET", "/counters").json()
+    assert counters["media_downloads"] == 2
+    assert counters["media_authorization"] == 1
 
 
 def _downloadable(emulator: ServerThread) -> Content:
@@ -201,15 +246,31 @@ def test_gateway_needs_cloud_id(emulator: ServerThread) -> None:
     assert api.get("/space").status_code == 200
 
 
-def test_downloads_need_credentials(datacenter: Api, emulator: ServerThread) -> None:
+def test_datacenter_legacy_download(datacenter: Api, emulator: ServerThread) -> None:
     attachment = _downloadable(emulator)
     listed = datacenter.get_json(f"/content/{attachment.container_id}/child/attachment")
     link = next(entry for entry in listed["results"] if entry["id"] == attachment.id)
-    url = datacenter.base + link["_links"]["download"]
-    assert link["_links"]["download"].startswith("/download/attachments/")
+    download = link["_links"]["download"]
+    assert download.startswith(f"/download/attachments/{attachment.container_id}/")
+    query = parse_qs(urlsplit(download).query)
+    assert query["version"] == [str(attachment.version.number)]
+    assert query["api"] == ["v2"]
+    assert "modificationDate" in query
+    url = datacenter.base + download
     assert requests.get(url, allow_redirects=False, timeout=30).status_code == 401
+    # Data Center sends the file from the site itself.
     signed_in = datacenter.session.get(url, allow_redirects=False, timeout=30)
+    assert signed_in.status_code == 200
+    assert len(signed_in.content) == attachment.file_size
+
+
+def test_cloud_legacy_download_redirects(cloud: Api, emulator: ServerThread) -> None:
+    attachment = _downloadable(emulator)
+    url = f"{cloud.base}/download/attachments/{attachment.container_id}/{attachment.title}"
+    assert requests.get(url, allow_redirects=False, timeout=30).status_code == 403
+    signed_in = cloud.session.get(url, allow_redirects=False, timeout=30)
     assert signed_in.status_code == 302
+    assert urlsplit(signed_in.headers["Location"]).hostname == "localhost"
 
 
 def test_attachment_filters(cloud: Api, emulator: ServerThread) -> None:

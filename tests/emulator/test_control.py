@@ -245,3 +245,56 @@ def test_points_charge_per_object(fresh_emulator: ServerThread) -> None:
     rows = len(response.json()["results"])
     assert rows == 5
     assert api.control("GET", "/counters").json()["points_used"] == 1 + rows
+
+
+def test_token_lifetimes(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "gateway")
+    defaults = api.control("GET", "/oauth/lifetimes").json()
+    assert defaults["access_token_seconds"] == 3600
+    assert defaults["refresh_idle_seconds"] == 90 * 86400
+    assert defaults["refresh_absolute_seconds"] == 365 * 86400
+    changed = api.control(
+        "POST", "/oauth/lifetimes", {"access_token_seconds": 30, "refresh_idle_seconds": 120}
+    )
+    assert changed.status_code == 200
+    assert changed.json()["access_token_seconds"] == 30
+    assert changed.json()["refresh_idle_seconds"] == 120
+    assert changed.json()["refresh_absolute_seconds"] == 365 * 86400
+
+    assert api.control("POST", "/clock", {"frozen": True}).status_code == 200
+    scopes = ["search:confluence", "offline_access"]
+    tokens = api.control("POST", "/oauth/grant", {"scopes": scopes}).json()
+    assert tokens["expires_in"] == 30
+    bearer = requests.Session()
+    bearer.headers["Authorization"] = f"Bearer {tokens['access_token']}"
+    search_url = api.url("/search")
+    assert bearer.get(search_url, params={"cql": "type = page"}, timeout=30).status_code == 200
+    api.control("POST", "/clock", {"advance_seconds": 31})
+    expired = bearer.get(search_url, params={"cql": "type = page"}, timeout=30)
+    assert expired.status_code == 401
+
+    # The refresh token has been idle longer than 120 seconds after another 100.
+    api.control("POST", "/clock", {"advance_seconds": 100})
+    credentials = fresh_emulator.credentials
+    refreshed = requests.post(
+        f"{api.origin}/oauth/token",
+        json={
+            "grant_type": "refresh_token",
+            "client_id": credentials.oauth_client_id,
+            "client_secret": credentials.oauth_client_secret,
+            "refresh_token": tokens["refresh_token"],
+        },
+        timeout=30,
+    )
+    assert refreshed.status_code == 403
+    assert refreshed.json()["error"] == "invalid_grant"
+
+
+def test_token_lifetimes_reject_bad_values(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "gateway")
+    negative = api.control("POST", "/oauth/lifetimes", {"access_token_seconds": -1})
+    assert negative.status_code == 400
+    assert "access_token" in negative.json()["error"]
+    wrong_type = api.control("POST", "/oauth/lifetimes", {"refresh_idle_seconds": "long"})
+    assert wrong_type.status_code == 400
+    assert "refresh_idle_seconds" in wrong_type.json()["error"]
