@@ -1,0 +1,188 @@
+"""Measure the stream writer's documents per second against raw pymongo bulk upserts.
+
+    .venv/bin/python bench/sink_throughput.py [--records N] [--batch-size B] [--body-bytes S]
+
+Uses the Kafka broker and MongoDB-protocol server named by ``KAFKA_BOOTSTRAP_SERVERS`` and
+``MONGODB_URI`` (default 127.0.0.1:9092 and mongodb://127.0.0.1:27017), with a topic
+prefix and databases of its own that it deletes at the end. Three runs write the same N
+content records:
+
+1. end to end: the stream writer consuming them from Kafka (decode, version guard, writes);
+2. handler only: ``StreamWriter.handle`` on batches already decoded;
+3. raw: ``bulk_write`` of ``UpdateOne({_id}, {$set: document}, upsert=True)`` of the
+   documents run 2 wrote, in batches of the same size, into an empty collection.
+
+It prints documents per second of each and the ratios to the raw rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from pymongo import MongoClient, UpdateOne
+
+from connections.kafka import admin_config, producer_config
+from connections.settings import load_settings
+from connections.topics import ensure_topics
+from consumer.runtime import ConsumedRecord, ConsumerOptions, ConsumerRuntime
+from consumer.stream import StreamWriter, stream_collection_name
+from schemas.catalogue import RecordType
+from schemas.codec import SingleObjectCodec
+from schemas.keys import content_key
+from schemas.topics import Topics
+
+SOURCE_ID = "bench"
+
+
+def content_record(number: int, body_bytes: int) -> dict[str, Any]:
+    body = ("<p>" + "lorem ipsum " * (body_bytes // 12 + 1))[:body_bytes] + "</p>"
+    now = datetime.now(UTC)
+    return {
+        "source_id": SOURCE_ID,
+        "job_id": "20240101T000000000Z-00000000",
+        "id": str(100_000 + number),
+        "type": "page",
+        "status": "current",
+        "title": f"Page {number}",
+        "space_key": "BENCH",
+        "space_id": 1,
+        "version_number": 1,
+        "version_created_at": now,
+        "version_author_account_id": "account-1",
+        "version_message": None,
+        "version_minor_edit": False,
+        "created_at": now,
+        "created_by_account_id": "account-1",
+        "ancestor_ids": ["1", "2"],
+        "parent_id": "2",
+        "container_id": None,
+        "container_type": None,
+        "position": number,
+        "labels": ["global:bench"],
+        "body_storage": body,
+        "body_storage_sha256": hashlib.sha256(body.encode()).hexdigest(),
+        "comment_location": None,
+        "attachment_media_type": None,
+        "attachment_file_size": None,
+        "attachment_download_path": None,
+        "read_restrictions": None,
+        "web_url": f"https://bench.example/wiki/{number}",
+        "fetched_at": now,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2000, help="records per run (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=500, help="batch size (default 500)")
+    parser.add_argument(
+        "--body-bytes", type=int, default=2000, help="body size per record (default 2000)"
+    )
+    args = parser.parse_args()
+
+    run_id = uuid.uuid4().hex[:8]
+    environ = {
+        "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        "MONGODB_URI": os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017"),
+        "KAFKA_TOPIC_PREFIX": f"bench-{run_id}",
+        "MONGODB_DATABASE": f"bench_e2e_{run_id}",
+    }
+    settings = load_settings(environ)
+    topics = Topics(prefix=settings.kafka.topic_prefix)
+    admin = AdminClient(admin_config(settings, "bench-admin"))
+    ensure_topics(admin, topics.specs(), partitions=1, replication_factor=1)
+    client: MongoClient[dict[str, Any]] = MongoClient(environ["MONGODB_URI"], tz_aware=True)
+    databases = [f"bench_e2e_{run_id}", f"bench_handler_{run_id}", f"bench_raw_{run_id}"]
+    collection_name = stream_collection_name(SOURCE_ID)
+    try:
+        codec = SingleObjectCodec()
+        records = [content_record(number, args.body_bytes) for number in range(args.records)]
+        producer = Producer(producer_config(settings, "bench-producer"))
+        for record in records:
+            key = content_key(SOURCE_ID, record["id"])
+            producer.produce(
+                topics.content, key=key, value=codec.encode(RecordType.CONTENT, record)
+            )
+            producer.poll(0)
+        producer.flush(60)
+
+        # 1. End to end through Kafka.
+        options = ConsumerOptions(
+            name="bench-stream",
+            group_id=f"bench-{run_id}",
+            topics=[topics.content],
+            batch_size=args.batch_size,
+            batch_timeout_s=0.5,
+            log_interval_s=3600,
+        )
+        writer = StreamWriter(client[databases[0]])
+        runtime = ConsumerRuntime(options, writer, settings)
+        thread = threading.Thread(target=runtime.run, daemon=True)
+        started = time.perf_counter()
+        thread.start()
+        while runtime.metrics.snapshot().written < args.records:
+            time.sleep(0.01)
+        end_to_end_s = time.perf_counter() - started
+        runtime.stop_event.set()
+        thread.join(60)
+
+        # 2. Handler only, on decoded batches.
+        consumed = [
+            ConsumedRecord(topics.content, 0, offset, None, record, RecordType.CONTENT, 0)
+            for offset, record in enumerate(records)
+        ]
+        writer = StreamWriter(client[databases[1]])
+        started = time.perf_counter()
+        for first in range(0, len(consumed), args.batch_size):
+            writer.handle(consumed[first : first + args.batch_size])
+        handler_s = time.perf_counter() - started
+
+        # 3. Raw bulk upserts of the same documents.
+        documents = list(client[databases[1]][collection_name].find())
+        raw = client[databases[2]][collection_name]
+        raw.create_index("entity_id")
+        started = time.perf_counter()
+        for first in range(0, len(documents), args.batch_size):
+            operations = [
+                UpdateOne(
+                    {"_id": document["_id"]},
+                    {"$set": {k: v for k, v in document.items() if k != "_id"}},
+                    upsert=True,
+                )
+                for document in documents[first : first + args.batch_size]
+            ]
+            raw.bulk_write(operations, ordered=False)
+        raw_s = time.perf_counter() - started
+    finally:
+        for name in databases:
+            client.drop_database(name)
+        client.close()
+        names = [spec.name for spec in topics.specs()]
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.result()
+
+    count = args.records
+    raw_rate = count / raw_s
+    print(f"records={count} batch_size={args.batch_size} body_bytes={args.body_bytes}")
+    print(f"raw pymongo bulk upserts : {raw_rate:8.0f} docs/s")
+    print(
+        f"stream writer, handler  : {count / handler_s:8.0f} docs/s "
+        f"({count / handler_s / raw_rate:.0%} of raw)"
+    )
+    print(
+        f"stream writer, from Kafka: {count / end_to_end_s:8.0f} docs/s "
+        f"({count / end_to_end_s / raw_rate:.0%} of raw)"
+    )
+
+
+if __name__ == "__main__":
+    main()
