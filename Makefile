@@ -37,3 +37,17 @@ test-unit: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The one-command demo: `make demo` on a generated site, `make demo CORPUS=/path/to/html`
+# on a folder of HTML files (for example /usr/share/doc/python3.11/html).
+.PHONY: demo demo-down
+CORPUS ?=
+PAGES ?= 2000
+SPACE_KEYS ?=
+
+demo: install
+	$(BIN)/python -m demo up --pages $(PAGES) $(if $(CORPUS),--corpus $(CORPUS)) \
+		$(if $(SPACE_KEYS),--space-keys $(SPACE_KEYS))
+
+demo-down:
+	$(BIN)/python -m demo down
