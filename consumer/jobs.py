@@ -7,7 +7,7 @@ timestamp), ``ingested_at`` and ``first_ingested_at``. A record is written only 
 newer one, and rebuilding from an empty collection gives the same documents. A tombstone
 (a job key without a value) deletes the job's document.
 
-The collection holds one document per job, far fewer than the stream collections, so the
+The collection contains one document per job, far fewer than the stream collections, so the
 stored sequences of a batch are read with one ``$in`` query.
 """
 
@@ -60,8 +60,8 @@ class JobHistoryWriter:
             self.collection.create_index([(field_name, ASCENDING)], name=f"{field_name}_1")
 
     def handle(self, batch: Sequence[ConsumedRecord]) -> HandleResult:
-        # Newest record per job: records of one job share a key, so they arrive in order
-        # and the last one in the batch is the newest; a tombstone after states wins.
+        # Records of one job share a key, so they arrive in order. A tombstone after the
+        # job's states therefore wins, and among states the highest sequence wins.
         newest: dict[str, ConsumedRecord] = {}
         for record in batch:
             job_id = job_id_of(record)

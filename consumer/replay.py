@@ -160,8 +160,13 @@ def _target_offsets(
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(tp.topic, tp.partition), timeout=timeout
             )
-            # offsets_for_times returns -1 when every record is older than the time.
-            offset = low if from_time is None else (tp.offset if tp.offset >= 0 else high)
+            if from_time is None:
+                offset = low
+            elif tp.offset >= 0:
+                offset = tp.offset
+            else:
+                # offsets_for_times returns -1 when every record is older than the time.
+                offset = high
             targets.append(TopicPartition(tp.topic, tp.partition, offset))
         return targets
     except KafkaException as error:

@@ -21,7 +21,7 @@ relationship     ``relationship:{from}:{relation}:{to}``         same hash over 
 ===============  ==============================================  ===========================
 
 So a space fetched unchanged by many jobs is one document, and a changed space is a new
-one. A document holds the record's fields at the top level, plus ``entity_type``,
+one. A document contains the record's fields at the top level, plus ``entity_type``,
 ``entity_id``, ``version_key``, ``order``, ``current``, ``kafka`` (topic, partition,
 offset, timestamp), ``ingested_at`` (last write) and ``first_ingested_at``.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from confluent_kafka import Message
+
 from consumer.runtime import (
     HEADER_CONSUMER_GROUP,
     HEADER_ERROR_CLASS,
@@ -25,6 +27,12 @@ from tests.consumer.conftest import (
     sample_space,
     wait_until,
 )
+
+
+def header_value(message: Message, name: str) -> bytes:
+    value = dict(message.headers() or [])[name]
+    assert isinstance(value, bytes)
+    return value
 
 
 def test_poison_messages_dead_lettered(consumer_env: Callable[..., ConsumerEnv]) -> None:
@@ -66,7 +74,7 @@ def test_poison_messages_dead_lettered(consumer_env: Callable[..., ConsumerEnv])
     assert [document["_id"] for document in collection.find()] == ["content:after@v1"]
     assert consumer.runtime.metrics.snapshot().dead_lettered == len(poison)
     dead = read_topic(env, env.topics.dead_letter_for(topic), len(poison))
-    by_offset = {int(dict(m.headers() or [])[HEADER_SOURCE_OFFSET]): m for m in dead}
+    by_offset = {int(header_value(m, HEADER_SOURCE_OFFSET)): m for m in dead}
     assert sorted(by_offset) == [0, 1, 2, 3]
     for offset, (value, error_class) in enumerate(poison):
         message = by_offset[offset]

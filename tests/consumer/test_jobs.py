@@ -108,7 +108,7 @@ def test_rebuild_gives_same_documents(consumer_env: Callable[..., ConsumerEnv]) 
     publisher.flush()
 
     def all_finished(collection: Any) -> bool:
-        return collection.count_documents({"status": "partial"}) >= 5
+        return bool(collection.count_documents({"status": "partial"}) >= 5)
 
     first = materialise(env, "jobs-first", all_finished)
     env.database()[COLLECTION].drop()

@@ -114,8 +114,8 @@ def test_plan_keeps_newer_version_current() -> None:
     assert first.written == 1
     assert second.written == 1
     assert heads["content:98487"].current_id == "content:98487@v2"
-    written_v1 = second.stream_ops[0]._doc["$set"]
-    assert written_v1["current"] is False
+    update: dict[str, Any] = second.stream_ops[0]._doc  # type: ignore[assignment]
+    assert update["$set"]["current"] is False
 
 
 def test_plan_flips_previous_current() -> None:
