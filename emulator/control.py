@@ -29,7 +29,8 @@ Endpoints (all under ``/_emulator``):
 - ``GET``/``POST``/``DELETE /faults`` (``rule``: ``[METHOD ]ROUTE:KIND:WHEN[:ARG]``).
 - ``GET``/``POST /search`` (``lag_seconds``, ``short_page_rate``, ``body_limit``).
 - ``GET``/``POST /server`` (``latency_ms``, ``latency_jitter_ms``, ``dc_quirks``,
-  ``dc_limit_cap``, ``cloud_quirks``, ``v1_gone``, ``anonymous_access``).
+  ``dc_limit_cap``, ``dc_space_cap``, ``cloud_quirks``, ``v1_gone``,
+  ``anonymous_access``).
 - ``GET /counters`` and ``POST /counters/reset``.
 - ``POST /oauth/grant`` (``scopes``): a consent for the emulator's OAuth client, returning
   its tokens.
@@ -505,6 +506,7 @@ def _server_body(request: web.Request) -> dict[str, Any]:
         "latency_jitter_ms": latency.jitter_ms,
         "dc_quirks": state.dc_quirks,
         "dc_limit_cap": state.dc_limit_cap,
+        "dc_space_cap": state.dc_space_cap,
         "cloud_quirks": state.cloud_quirks,
         "v1_gone": _gate(request).v1_gone,
         "anonymous_access": _gate(request).anonymous_access,
@@ -540,6 +542,11 @@ async def set_server(request: web.Request) -> web.Response:
         if cap < 1:
             raise ControlError(f"field 'dc_limit_cap' is {cap}; use a positive number")
         state.dc_limit_cap = cap
+    space_cap = _field(payload, "dc_space_cap", int)
+    if space_cap is not None:
+        if space_cap < 1:
+            raise ControlError(f"field 'dc_space_cap' is {space_cap}; use a positive number")
+        state.dc_space_cap = space_cap
     v1_gone = _field(payload, "v1_gone", bool)
     if v1_gone is not None:
         _gate(request).v1_gone = v1_gone

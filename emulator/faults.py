@@ -30,6 +30,11 @@ Kinds (``ARG`` in brackets):
   user who is not an administrator.
 - ``404ancestors`` [content id]: Cloud's 404 of a whole batch when ``expand`` requests
   ancestor restrictions.
+- ``500expand`` [expansion names, comma-separated, default ``permissions``]: 500 for any
+  caller when one ``expand`` path has a segment with one of these names, such as
+  ``restrictions`` in ``content.restrictions.read`` or ``permissions`` in
+  ``space.permissions``. The same request without that expansion succeeds, so a
+  crawler's retry without an optional expansion can be tested.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATUS_KINDS = ("500", "502", "503", "504", "403", "429")
-CONDITIONAL_KINDS = ("403space", "504limit", "500perm", "404ancestors")
+CONDITIONAL_KINDS = ("403space", "504limit", "500perm", "404ancestors", "500expand")
 RESPONSE_KINDS = ("truncate", "badjson", "504bytes")
 KINDS = (*STATUS_KINDS, "latency", "drop", *CONDITIONAL_KINDS, *RESPONSE_KINDS)
 _ARG_REQUIRED = ("latency", "504bytes")
@@ -67,6 +72,7 @@ _WHEN_HELP = "a probability from 0 to 1, nth=N or next=N"
 DEFAULT_BODY_LIMIT_THRESHOLD = 50
 DEFAULT_TRUNCATE_FRACTION = 0.5
 DEFAULT_PAGE_LIMIT = 25
+DEFAULT_FAILING_EXPANSIONS = "permissions"
 
 _PROXY_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -188,14 +194,24 @@ def _validate_arg(text: str, kind: str, arg: str) -> None:
         elif kind == "truncate":
             if not 0.0 <= float(arg) < 1.0:
                 raise ValueError(arg)
-        elif kind in ("503", "429", "504limit", "504bytes") and int(arg) < 0:
+        elif (kind in ("503", "429", "504limit", "504bytes") and int(arg) < 0) or (
+            kind == "500expand" and not _expansion_names(arg)
+        ):
             raise ValueError(arg)
     except ValueError:
         expected = {
             "latency": "milliseconds such as 50 or 50-200",
             "truncate": "the fraction of the body to send, from 0 to below 1",
+            "500expand": "expansion names such as restrictions,permissions",
         }.get(kind, "a non-negative integer")
         raise _invalid(text, f"argument {arg!r} of kind {kind} is not {expected}") from None
+
+
+def _expansion_names(arg: str) -> set[str]:
+    names = {name.strip() for name in arg.split(",")}
+    if not names or any(not name or "." in name for name in names):
+        return set()
+    return names
 
 
 def _latency_range(arg: str) -> tuple[float, float]:
@@ -381,6 +397,17 @@ def _conditional_response(
             "without Confluence administrator permission"
         )
         return _datacenter_error(500, message, "Internal Server Error")
+    if rule.kind == "500expand":
+        names = _expansion_names(rule.arg or DEFAULT_FAILING_EXPANSIONS)
+        failing = next((item for item in expansions if not names.isdisjoint(item.split("."))), None)
+        if failing is None:
+            return None
+        # NOTE: the body follows the error shape of each root; the message is modelled on
+        # the server errors Confluence sends for a failing expansion, not recorded.
+        message = f"java.lang.RuntimeException: failed to expand {failing}"
+        if request.get(FLAVOUR_KEY) == "datacenter":
+            return _datacenter_error(500, message, "Internal Server Error")
+        return _json(500, {"statusCode": 500, "message": message})
     if rule.kind == "404ancestors":
         # /search prefixes Content expansions with "content.".
         prefixes = ("ancestors.restrictions", "content.ancestors.restrictions")

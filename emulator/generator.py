@@ -131,6 +131,7 @@ _LABELS = (
     "q2", "q3", "q4", "api", "incident", "postmortem", "design", "roadmap", "review",
     "important", "deprecated", "kafka", "mongodb", "python", "java", "frontend",
 )  # fmt: skip
+_SPACE_CATEGORIES = ("engineering", "business")
 _GROUPS = ("confluence-administrators", "engineering-leads", "finance-team", "hr-private")
 _ATTACHMENT_KINDS = (
     ("png", "image/png"),
@@ -587,6 +588,9 @@ class _Builder:
             )
             if not plan.personal and index % 4 == 2:
                 description += " Équipe · チーム · 团队 🌍"
+            # Global spaces get a category without a random draw, so the rest of the
+            # generated site stays the same for a seed.
+            categories = () if plan.personal else (_SPACE_CATEGORIES[index % 2], "team")
             self.site.create_space(
                 plan.key,
                 plan.name,
@@ -594,6 +598,7 @@ class _Builder:
                 description=description,
                 creator=plan.owner,
                 created=start + timedelta(hours=index),
+                labels=categories,
             )
 
     def _create_pages(self) -> None:

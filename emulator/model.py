@@ -137,6 +137,8 @@ class Space:
     restricted_for_api: bool = False
     # Model clock (epoch seconds) of the last change to the space itself.
     changed_at: float = 0.0
+    # Space categories, which `GET /space?label=` filters by.
+    labels: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -563,6 +565,7 @@ class Site:
         space_id: int | None = None,
         homepage_title: str | None = None,
         homepage_body: str = "",
+        labels: Sequence[str] = (),
     ) -> Space:
         """Create a space, with a homepage (a root page) when ``homepage_title`` is given.
 
@@ -599,6 +602,7 @@ class Site:
             created=_to_milliseconds(created) if created is not None else self.now(),
             creator=creator,
             changed_at=self.now().timestamp(),
+            labels=[_space_label(label) for label in labels],
         )
         self.spaces[key] = space
         self._spaces_by_id[space_id] = space
@@ -1410,6 +1414,14 @@ def _insert_in_id_order(index: dict[str, Content], content: Content) -> None:
     items = sorted([*index.values(), content], key=lambda item: int(item.id))
     index.clear()
     index.update((item.id, item) for item in items)
+
+
+def _space_label(name: str) -> str:
+    if not _LABEL_NAME.match(name):
+        raise InvalidOperation(
+            f"invalid space category {name!r}: use a label name without spaces or ':'"
+        )
+    return name.lower()
 
 
 def _index_copy(content: Content) -> Content:

@@ -24,6 +24,7 @@ from emulator import cql
 from emulator.keys import USER_ID_KEY
 from emulator.model import Content, ContentType, Site
 from emulator.paging import (
+    INT32_MAX,
     POLICIES,
     CursorPage,
     PagingError,
@@ -46,6 +47,7 @@ from emulator.routes_common import (
     shape_of,
     state_of,
 )
+from emulator.search_entities import SpaceEntry, UserEntry, entries_for
 from emulator.shapes import (
     Expand,
     ShapeContext,
@@ -53,7 +55,13 @@ from emulator.shapes import (
     escape_html,
     expand_paths,
     search_result_json,
+    space_result_json,
+    user_result_json,
 )
+
+# What a `/search` hit wraps: content (current, or as the lagging index saw it), a space
+# or a user.
+Hit = Content | SpaceEntry | UserEntry
 
 _TIME_FUNCTION = re.compile(r"\b(?:now|startOf\w*|endOf\w*)\s*\(", re.IGNORECASE)
 _CONTENT_TYPES = {content_type.value: content_type for content_type in ContentType}
@@ -63,13 +71,13 @@ _CONTENT_TYPES = {content_type.value: content_type for content_type in ContentTy
 class MatchList:
     """The ordered ids matching one query.
 
-    ``indexed`` maps each id to the version of each item the lagging search index serves, when it
-    differs from the site's current content; None means the index is up to date.
+    ``entries`` maps ids to what ``/search`` serves for them when that is not the site's
+    current content: the version the lagging search index saw, or a space or user entry.
     """
 
     ids: list[str]
     index_of: dict[str, int]
-    indexed: dict[str, Content] | None = None
+    entries: dict[str, Hit] | None = None
 
 
 def _search_time_zone(request: web.Request, state: EmulatorState) -> str:
@@ -115,16 +123,40 @@ def _space_status_reader(site: Site, include_archived: bool) -> Callable[[str], 
     return space_status
 
 
-def _match(site: Site, query: cql.Query, include_archived: bool) -> MatchList:
+def _match(site: Site, query: cql.Query, include_archived: bool, *, wrapper: bool) -> MatchList:
     status_reader = _space_status_reader(site, include_archived)
-    matched = [item for item in _candidates(site, query) if query.matches(item, status_reader)]
-    ids = [item.id for item in query.sort(matched)]
-    index_of = {content_id: position for position, content_id in enumerate(ids)}
-    return MatchList(ids=ids, index_of=index_of)
+    matched: list[Hit] = [
+        item for item in _candidates(site, query) if query.matches(item, status_reader)
+    ]
+    others = _matching_entries(site, query, status_reader) if wrapper else []
+    if not others:
+        ids = [item.id for item in query.sort(matched)]
+        index_of = {content_id: position for position, content_id in enumerate(ids)}
+        return MatchList(ids=ids, index_of=index_of)
+    return _match_list(query.sort([*matched, *others]), {item.id for item in others})
+
+
+def _matching_entries(
+    site: Site, query: cql.Query, status_reader: Callable[[str], str] | None
+) -> list[Hit]:
+    """Return the space and user entries the query matches (``type = space`` or ``user``)."""
+    return [
+        entry
+        for entry in entries_for(site, query.candidate_types())
+        if query.matches(entry, status_reader)
+    ]
+
+
+def _match_list(ordered: list[Hit], keep: set[str] | None) -> MatchList:
+    """Build a MatchList whose entries hold the hits in ``keep`` (all of them for None)."""
+    ids = [item.id for item in ordered]
+    index_of = {hit_id: position for position, hit_id in enumerate(ids)}
+    entries = {item.id: item for item in ordered if keep is None or item.id in keep}
+    return MatchList(ids=ids, index_of=index_of, entries=entries)
 
 
 def _match_lagging(
-    site: Site, query: cql.Query, include_archived: bool, cutoff: float
+    site: Site, query: cql.Query, include_archived: bool, cutoff: float, *, wrapper: bool
 ) -> MatchList:
     """Match against what the search index saw at ``cutoff`` (epoch seconds).
 
@@ -132,16 +164,14 @@ def _match_lagging(
     an item created since then is missing, and one trashed since then is still found.
     """
     status_reader = _space_status_reader(site, include_archived)
-    matched: list[Content] = []
+    matched: list[Hit] = []
     for item in _candidates(site, query):
         seen = site.indexed_version(item.id, cutoff)
         if seen is not None and query.matches(seen, status_reader):
             matched.append(seen)
-    ordered = query.sort(matched)
-    ids = [item.id for item in ordered]
-    index_of = {content_id: position for position, content_id in enumerate(ids)}
-    indexed = {item.id: item for item in ordered}
-    return MatchList(ids=ids, index_of=index_of, indexed=indexed)
+    if wrapper:
+        matched.extend(_matching_entries(site, query, status_reader))
+    return _match_list(query.sort(matched), None)
 
 
 def _dc_search_cap(expand: Expand) -> int:
@@ -157,7 +187,7 @@ def _dc_search_cap(expand: Expand) -> int:
 class SearchPage:
     """One page of search results plus what the envelope reports."""
 
-    items: list[Content]
+    items: list[Hit]
     start: int
     limit: int
     total_size: int
@@ -196,13 +226,15 @@ def _run_search(
     # Results of a query with date functions move with the clock, so they are cached for
     # a few seconds only. Other queries stay cached until the site changes.
     moment = int(now.timestamp()) // 5 if _TIME_FUNCTION.search(query_text) else None
-    key = ("search", query_text, time_zone, include_archived, user_id, moment)
+    key = ("search", query_text, time_zone, include_archived, user_id, moment, wrapper)
     cutoff = now.timestamp() - state.search_lag
     matches: MatchList
     if state.search_lag > 0 and site.last_change_at > cutoff:
-        matches = _match_lagging(site, query, include_archived, cutoff)
+        matches = _match_lagging(site, query, include_archived, cutoff, wrapper=wrapper)
     else:
-        matches = state.searches.get(site, key, lambda: _match(site, query, include_archived))
+        matches = state.searches.get(
+            site, key, lambda: _match(site, query, include_archived, wrapper=wrapper)
+        )
     hidden = site.hidden_from(caller_id(request))
     visible = matches.ids
     if hidden:
@@ -214,7 +246,7 @@ def _run_search(
         next_link = None
         if end < len(visible) and not (wrapper and state.dc_quirks):
             next_link = _next_link(request, route, cursor=None, limit=limit, start=end)
-        items = _load(site, ids, matches.indexed)
+        items = _load(site, ids, matches.entries)
         return SearchPage(items, start, limit, len(visible), next_link, query_text)
 
     cursor_token = request.query.get("cursor")
@@ -233,21 +265,35 @@ def _run_search(
         seed=(query_text, cursor_token or "", limit),
     )
     ids = list(visible[page.start : page.end])
+    if start + len(ids) > INT32_MAX:
+        # Cloud computes the next start as an int and refuses a page that overflows it.
+        raise ApiError(
+            400,
+            {
+                "statusCode": 400,
+                "message": f"{BAD_REQUEST_CLASS}: start + limit overflows an int: start={start} "
+                f"with {len(ids)} results; follow the next link or start from 0",
+            },
+        )
     next_link = None
     if page.next_cursor is not None:
         next_link = _next_link(
             request, route, cursor=page.next_cursor, limit=limit, start=start + len(ids)
         )
     total = estimate_total(len(visible), seed=(query_text, cursor_token or ""))
-    items = _load(site, ids, matches.indexed)
+    items = _load(site, ids, matches.entries)
     return SearchPage(items, start, limit, total, next_link, query_text)
 
 
-def _load(site: Site, ids: Sequence[str], indexed: dict[str, Content] | None) -> list[Content]:
-    if indexed is not None:
-        return [indexed[content_id] for content_id in ids]
-    loaded = (site.content(content_id) for content_id in ids)
-    return [item for item in loaded if item is not None]
+def _load(site: Site, ids: Sequence[str], entries: dict[str, Hit] | None) -> list[Hit]:
+    loaded: list[Hit] = []
+    for hit_id in ids:
+        hit: Hit | None = entries.get(hit_id) if entries is not None else None
+        if hit is None:
+            hit = site.content(hit_id)
+        if hit is not None:
+            loaded.append(hit)
+    return loaded
 
 
 def _cql_error(error: cql.CqlError, flavour: str) -> ApiError:
@@ -355,7 +401,12 @@ async def search(request: web.Request) -> web.Response:
     terms = highlight_terms(page.cql)
     results: list[dict[str, Any]] = []
     for item in page.items:
-        result = search_result_json(ctx, item, content_expand)
+        if isinstance(item, SpaceEntry):
+            result = space_result_json(ctx, item.space, tree.get("space", {}))
+        elif isinstance(item, UserEntry):
+            result = user_result_json(ctx, item.user.account_id)
+        else:
+            result = search_result_json(ctx, item, content_expand)
         # The wrapper's title and excerpt are presentation text: escaped and highlighted
         # by default, so a crawler must take the title from `content.title`.
         result["title"] = _present_text(item.title, excerpt_mode, terms)
@@ -396,11 +447,13 @@ async def content_search(request: web.Request) -> web.Response:
         links["next"] = page.next_link
     links["self"] = _self_link(ctx, request, route)
 
+    # The route never matches spaces or users, so every hit is content.
+    results = [content_json(ctx, item, expand) for item in page.items if isinstance(item, Content)]
     body = {
-        "results": [content_json(ctx, item, expand) for item in page.items],
+        "results": results,
         "start": page.start,
         "limit": page.limit,
-        "size": len(page.items),
+        "size": len(results),
         "totalSize": page.total_size,
         "cqlQuery": page.cql,
         "searchDuration": int((time.perf_counter() - started) * 1000),

@@ -14,6 +14,7 @@ from emulator.routes_common import (
     bad_request,
     caller_id,
     carried_params,
+    flavour_of,
     json_response,
     not_found,
     readable,
@@ -35,10 +36,12 @@ def _multi(request: web.Request, name: str) -> list[str]:
 
 
 async def list_spaces(request: web.Request) -> web.Response:
-    """``GET /space``: spaces in key order, filtered by key, id, type and status.
+    """``GET /space``: spaces in key order, filtered by key, id, type, status and label.
 
-    ``label`` filters by space category, which the model does not store, so a request
-    with ``label`` returns no spaces; ``favourite`` is ignored.
+    ``label`` (repeatable, or comma-separated) keeps the spaces with any of those space
+    categories. ``favourite`` is ignored. With the Data Center quirks on, a Data Center
+    page holds at most ``dc_space_cap`` spaces while ``limit`` and the next link's start
+    stay as requested.
     """
     state = state_of(request)
     ctx = shape_of(request)
@@ -54,7 +57,7 @@ async def list_spaces(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in ("current", "archived"):
         raise bad_request(f"Invalid space status '{status}': use current or archived", request)
-    label = request.query.get("label")
+    labels = {label.lower() for label in _multi(request, "label")}
     expand = request_expand(request, use_defaults_when_absent=False)
 
     spaces = [
@@ -64,10 +67,13 @@ async def list_spaces(request: web.Request) -> web.Response:
         and (not ids or space.id in ids)
         and (space_type is None or space.type == space_type)
         and (status is None or space.status == status)
-        and not label
+        and (not labels or not labels.isdisjoint(space.labels))
     ]
     policy = POLICIES["space"]
-    page_request = request_page(request, policy, expand)
+    silent_cap = None
+    if state.dc_quirks and flavour_of(request) == "datacenter":
+        silent_cap = state.dc_space_cap
+    page_request = request_page(request, policy, expand, silent_cap=silent_cap)
     page = slice_page(len(spaces), page_request, policy)
     links = offset_links(
         base=ctx.base,

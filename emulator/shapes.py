@@ -239,7 +239,16 @@ def space_json(ctx: ShapeContext, space: Space, expand: Expand, *, single: bool 
         }
         del expandable["history"]
     if "metadata" in expand:
-        body["metadata"] = {"_expandable": {"labels": ""}}
+        if "labels" in expand["metadata"]:
+            # Space categories are labels with the `team` prefix.
+            labels = [
+                {"prefix": "team", "name": name, "id": "", "label": name} for name in space.labels
+            ]
+            body["metadata"] = {
+                "labels": {"results": labels, "start": 0, "limit": 200, "size": len(labels)}
+            }
+        else:
+            body["metadata"] = {"_expandable": {"labels": ""}}
         del expandable["metadata"]
     if "permissions" in expand:
         body["permissions"] = []
@@ -857,3 +866,48 @@ def search_result_json(ctx: ShapeContext, content: Content, expand: Expand) -> J
         "score": 0.0,
     }
     return result
+
+
+def space_result_json(ctx: ShapeContext, space: Space, expand: Expand) -> JSON:
+    """Build one ``/search`` result wrapper around a space (``type = space``).
+
+    ``expand`` applies to the wrapped space; on ``/search`` it comes from ``space.``
+    expansions.
+    """
+    # NOTE: the url, iconCssClass and lastModified of a space hit follow client test
+    # fixtures, not a recorded Cloud response.
+    last_modified = space.created
+    if space.changed_at > space.created.timestamp():
+        last_modified = datetime.fromtimestamp(space.changed_at, UTC)
+    description = space.description
+    return {
+        "space": space_json(ctx, space, expand),
+        "title": escape_html(space.name),
+        "excerpt": description[:300],
+        "url": f"/spaces/{space.key}/overview",
+        "resultGlobalContainer": {
+            "title": space.name,
+            "displayUrl": f"/spaces/{space.key}/overview",
+        },
+        "breadcrumbs": [],
+        "entityType": "space",
+        "iconCssClass": "aui-icon content-type-space",
+        "lastModified": format_time(last_modified),
+        "friendlyLastModified": friendly_date(last_modified),
+        "score": 0.0,
+    }
+
+
+def user_result_json(ctx: ShapeContext, account_id: str) -> JSON:
+    """Build one ``/search`` result wrapper around a user (``type = user``)."""
+    user = user_json(ctx, account_id)
+    return {
+        "user": user,
+        "title": escape_html(str(user.get("displayName", ""))),
+        "excerpt": "",
+        "url": f"/people/{account_id}",
+        "breadcrumbs": [],
+        "entityType": "user",
+        "iconCssClass": "aui-icon content-type-profile",
+        "score": 0.0,
+    }

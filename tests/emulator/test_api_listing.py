@@ -328,3 +328,37 @@ def test_cloud_quirk_next_past_end(fresh_emulator: ServerThread) -> None:
     # Data Center is not affected.
     datacenter = api_for(fresh_emulator, "datacenter")
     assert "next" not in datacenter.get_json("/space", limit=total)["_links"]
+
+
+def test_space_label_filter(emulator: ServerThread, cloud: Api) -> None:
+    spaces = emulator.site.spaces.values()
+    engineering = {space.key for space in spaces if "engineering" in space.labels}
+    team = {space.key for space in spaces if "team" in space.labels}
+    assert engineering
+    assert team > engineering
+    listed = cloud.get_json("/space", label="engineering", limit=100)["results"]
+    assert {space["key"] for space in listed} == engineering
+    either = cloud.get_json("/space", label="ENGINEERING,business", limit=100)["results"]
+    assert {space["key"] for space in either} == team
+    assert cloud.get_json("/space", label="no-such-category")["results"] == []
+
+
+def test_space_categories_in_metadata(emulator: ServerThread, cloud: Api) -> None:
+    space = next(space for space in emulator.site.spaces.values() if space.labels)
+    body = cloud.get_json(f"/space/{space.key}", expand="metadata.labels")
+    labels = body["metadata"]["labels"]["results"]
+    assert [label["name"] for label in labels] == space.labels
+    assert {label["prefix"] for label in labels} == {"team"}
+
+
+def test_datacenter_space_cap() -> None:
+    with ServerThread(make_options(dc_quirks=True)) as server:
+        dc = api_for(server, "datacenter")
+        assert dc.control("POST", "/server", {"dc_space_cap": 2}).json()["dc_space_cap"] == 2
+        first = dc.get_json("/space", limit=3)
+        # Data Center serves fewer rows than the echoed limit and over-counts the next start.
+        assert first["limit"] == 3
+        assert first["size"] == 2
+        assert "start=3" in first["_links"]["next"]
+        cloud = api_for(server, "cloud").get_json("/space", limit=3)
+        assert cloud["size"] == 3

@@ -39,7 +39,10 @@ def search_walk(api: Api, path: str, **params: Any) -> tuple[list[str], list[dic
         body = response.json()
         bodies.append(body)
         for result in body["results"]:
-            ids.append(result["content"]["id"] if path == "/search" else result["id"])
+            if path != "/search":
+                ids.append(result["id"])
+            elif "content" in result:
+                ids.append(result["content"]["id"])
         link = body["_links"].get("next")
         if link is None:
             return ids, bodies
@@ -269,3 +272,73 @@ def test_hit_titles_escaped(fresh_emulator: ServerThread) -> None:
     assert escaped["title"] == "Apple - 15&quot; &lt;Air&gt;"
     raw = api.get_json("/search", cql=query, excerpt="indexed_unescaped")["results"][0]
     assert raw["title"] == title
+
+
+def _space_hits(api: Api, **params: Any) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    _ids, bodies = search_walk(api, "/search", **params)
+    for body in bodies:
+        results.extend(body["results"])
+    return results
+
+
+@pytest.mark.parametrize("flavour", ["cloud", "gateway", "datacenter"])
+def test_search_type_space(emulator: ServerThread, flavour: str) -> None:
+    api = api_for(emulator, flavour)
+    hits = _space_hits(api, cql="type = space", expand="space.description.plain", limit=2)
+    current = {space.key for space in emulator.site.spaces.values() if space.status == "current"}
+    assert {hit["space"]["key"] for hit in hits} == current
+    assert len(hits) == len(current)
+    for hit in hits:
+        assert hit["entityType"] == "space"
+        assert "content" not in hit
+        space = emulator.site.space(hit["space"]["key"])
+        assert space is not None
+        assert hit["space"]["id"] == space.id
+        assert hit["space"]["name"] == space.name
+        assert hit["space"]["type"] == space.type
+        assert hit["space"]["description"]["plain"]["value"] == space.description
+        assert hit["title"] == space.name.replace("&", "&amp;")
+        assert hit["url"] == f"/spaces/{space.key}/overview"
+        assert hit["lastModified"].endswith("Z")
+
+
+def test_search_space_needs_archived_flag(fresh_emulator: ServerThread) -> None:
+    api = api_for(fresh_emulator, "cloud")
+    spaces = fresh_emulator.site.spaces
+    key = min(key for key, space in spaces.items() if space.status == "current")
+    assert api.control("POST", f"/space/{key}/archive").status_code == 200
+    plain = {hit["space"]["key"] for hit in _space_hits(api, cql="type = space")}
+    assert key not in plain
+    archived = _space_hits(api, cql="type = space", includeArchivedSpaces="true")
+    assert key in {hit["space"]["key"] for hit in archived}
+
+
+def test_search_space_with_clauses(emulator: ServerThread, cloud: Api) -> None:
+    key = min(key for key, space in emulator.site.spaces.items() if space.status == "current")
+    one = _space_hits(cloud, cql=f"type = space and space = {key.lower()}")
+    assert [hit["space"]["key"] for hit in one] == [key]
+    mixed = _space_hits(cloud, cql=f"type in (space, page) and space = {key}")
+    kinds = {hit["entityType"] for hit in mixed}
+    assert kinds == {"space", "content"}
+    pages = [hit for hit in mixed if hit["entityType"] == "content"]
+    assert {hit["content"]["id"] for hit in pages} == visible_pages(emulator, key)
+    # `/content/search` returns content only, so `type = space` finds nothing there.
+    assert cloud.get_json("/content/search", cql="type = space")["results"] == []
+
+
+def test_search_type_user(emulator: ServerThread, cloud: Api) -> None:
+    hits = _space_hits(cloud, cql="type = user", limit=50)
+    assert len(hits) == len(emulator.site.users)
+    assert all(hit["entityType"] == "user" for hit in hits)
+    ids = {hit["user"]["accountId"] for hit in hits}
+    assert ids == set(emulator.site.users)
+    named = _space_hits(cloud, cql='type = user and title ~ "Emulator Reader"')
+    assert [hit["user"]["accountId"] for hit in named] == [emulator.credentials.reader_account_id]
+
+
+def test_search_start_overflow(cloud: Api) -> None:
+    response = cloud.get("/search", cql="type = page", start=2**31 - 1, limit=5)
+    assert response.status_code == 400
+    assert "overflows" in response.json()["message"]
+    assert cloud.get("/search", cql="type = page", start=2**31 - 10, limit=5).status_code == 200

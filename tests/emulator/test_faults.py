@@ -369,6 +369,34 @@ def test_500_for_permissions_on_datacenter(server: GateServer, state: GateState)
     assert server.get("datacenter", "/space", params=params, headers=bearer(PAT)).ok
 
 
+def test_500_for_named_expansion(server: GateServer, state: GateState) -> None:
+    state.add_fault(parse_fault_rule("*:500expand:1:restrictions,permissions"))
+    failed = cloud_get(
+        server, "/content/search", cql="type=page", expand="content.restrictions.read"
+    )
+    assert failed.status_code == 500
+    assert "content.restrictions.read" in failed.json()["message"]
+    space = server.get(
+        "datacenter", "/space", params={"expand": "permissions"}, headers=bearer(PAT)
+    )
+    assert space.status_code == 500
+    assert space.json()["reason"] == "Internal Server Error"
+    # The same requests without the optional expansion succeed.
+    assert cloud_get(server, "/content/search", cql="type=page", expand="version").ok
+    assert server.get("datacenter", "/space", headers=bearer(PAT)).ok
+
+
+def test_500_expansion_default_permissions(server: GateServer, state: GateState) -> None:
+    state.add_fault(parse_fault_rule("/space:500expand:1"))
+    assert cloud_get(server, "/space", expand="permissions").status_code == 500
+    assert cloud_get(server, "/space", expand="description.plain").ok
+
+
+def test_500_expansion_rejects_dotted_names() -> None:
+    with pytest.raises(FaultRuleError, match="expansion names"):
+        parse_fault_rule("*:500expand:1:restrictions.read")
+
+
 def test_404_for_ancestor_restrictions(server: GateServer, state: GateState) -> None:
     state.add_fault(parse_fault_rule("/content/search:404ancestors:1:12345"))
     expand = "ancestors.restrictions.read.restrictions.user,body.storage"
