@@ -119,7 +119,8 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         "--search-lag",
         type=float,
         default=0.0,
-        help="seconds before a change becomes visible to CQL search",
+        help="seconds the CQL search index lags behind changes: new items are missing, "
+        "edited and trashed ones are found as they were",
     )
     serve.add_argument(
         "--search-short-pages",
@@ -130,8 +131,8 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--dc-quirks",
         action="store_true",
-        help="Data Center quirks: silently capped limit with an over-counted next start, "
-        "and /search without a next link",
+        help="Data Center quirks: silently capped limit with an over-counted next start "
+        "(also on /space, at 500 spaces), and /search without a next link",
     )
     serve.add_argument(
         "--dc-limit-cap",

@@ -37,6 +37,9 @@ REPOSITORY = Path(__file__).resolve().parents[2]
         (["--time-zone", "Mars/Olympus"], "Mars/Olympus"),
         (["--port", "notaport"], "notaport"),
         (["--port", "0", "--pages", "3", "--spaces", "10"], "--pages/--spaces"),
+        (["--media-host", "media host"], "--media-host 'media host'"),
+        (["--reader-email", "emulator@example.com"], "--reader-email"),
+        (["--reader-token", ""], "--reader-token"),
     ],
 )
 def test_bad_option_exits_2(
@@ -76,6 +79,8 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, st
             "cli-token",
             "--user-email",
             "cli@example.com",
+            "--reader-token",
+            "cli-reader-token",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -117,6 +122,16 @@ def test_serve_prints_and_serves(served: tuple[subprocess.Popen[str], dict[str, 
         cloud + "/rest/api/space", auth=("cli@example.com", "wrong"), timeout=30
     )
     assert wrong_token.status_code == 403
+    reader = lines["Second user (left out of some read restrictions)"]
+    assert "email=reader@example.com" in reader
+    assert "token=cli-reader-token" in reader
+    as_reader = requests.get(
+        cloud + "/rest/api/user/current",
+        auth=("reader@example.com", "cli-reader-token"),
+        timeout=30,
+    )
+    assert as_reader.status_code == 200
+    assert as_reader.json()["email"] == "reader@example.com"
     assert process.poll() is None
 
 
