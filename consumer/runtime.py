@@ -12,7 +12,7 @@ idempotent. Offsets are committed in two ways:
   commits the offsets stored so far. It commits only stored offsets, because
   ``enable.auto.offset.store`` is false, so it never commits a record the handler has
   not finished. A synchronous commit per batch would add a broker round trip to every
-  batch and protect nothing that idempotent writes do not already cover: after a crash
+  batch and protect nothing that idempotent writes do not already cover. After a crash,
   at most the last 5 s of batches are received again and rewritten to the same ``_id``s.
 - A synchronous commit when partitions are revoked and at shutdown, so the next owner of
   a partition starts exactly after the last record this process finished.
@@ -89,9 +89,9 @@ class ConsumedRecord:
     """One decoded Kafka record.
 
     ``value`` is the Avro record decoded with the current reader schema of
-    ``record_type``. For a tombstone (a message without a value, on a compacted topic)
-    ``value`` is empty and ``tombstone`` is true; tombstones reach the handler only when
-    ``ConsumerOptions.deliver_tombstones`` is set.
+    ``record_type``. A tombstone is a message without a value, as on a compacted topic.
+    Its ``value`` is empty and ``tombstone`` is true, and it reaches the handler only
+    when ``ConsumerOptions.deliver_tombstones`` is set.
     """
 
     topic: str
@@ -113,7 +113,7 @@ class HandleResult:
 
 
 class BatchHandler(Protocol):
-    """What a consumer does with each batch of decoded records.
+    """Interface of the code that processes each batch of decoded records.
 
     ``handle`` must be idempotent, because a batch is received again after a crash.
     It raises ``consumer.errors.TransientError`` (or lets a transient pymongo error

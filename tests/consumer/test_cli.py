@@ -161,3 +161,22 @@ def test_two_instances_share_partitions(
     consumed = [final_counters(path)[0] for path in logs]
     assert sum(consumed) == total
     assert all(count > 0 for count in consumed)
+
+
+def test_relationships_subcommand_runs(
+    consumer_env: Callable[..., ConsumerEnv], tmp_path: Path
+) -> None:
+    env = consumer_env()
+    log_path = tmp_path / "relationships.log"
+    process = start_console_script(
+        env, ["relationships", "--group", env.group("cli-relationships")], log_path
+    )
+    try:
+        wait_until(
+            lambda: "partitions assigned" in log_path.read_text(), "the relationships consumer"
+        )
+    finally:
+        status = stop(process)
+
+    assert status == 0, log_path.read_text()
+    assert "consumer started consumer=relationships" in log_path.read_text()
