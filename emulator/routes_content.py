@@ -562,6 +562,7 @@ async def download_attachment(request: web.Request) -> web.Response:
         or attachment.type is not ContentType.ATTACHMENT
         or attachment.container_id != container.id
         or attachment.status is not ContentStatus.CURRENT
+        or attachment.id in hidden_ids(request)
     ):
         raise content_not_found(attachment_id, request)
     version_raw = request.query.get("version")

@@ -162,6 +162,8 @@ def _match_lagging(
 
     An item edited since then is found in its previous version (title, version, dates),
     an item created since then is missing, and one trashed since then is still found.
+    NOTE: candidates come from the spaces items are in now, so an item moved to another
+    space within the lag is not found under its previous space.
     """
     status_reader = _space_status_reader(site, include_archived)
     matched: list[Hit] = []

@@ -25,7 +25,7 @@ from emulator.routes_common import (
     state_of,
 )
 from emulator.routes_content import paged_array
-from emulator.shapes import content_array, space_json, user_json
+from emulator.shapes import ShapeContext, content_array, space_json, user_json
 
 
 def _multi(request: web.Request, name: str) -> list[str]:
@@ -183,23 +183,30 @@ async def current_user(request: web.Request) -> web.Response:
     if user_id is None or state.site.user(user_id) is None:
         # An anonymous caller gets the anonymous user, as Cloud and Data Center send it
         # when anonymous access is on.
-        ctx = shape_of(request)
-        return json_response(
-            {
-                "type": "anonymous",
-                "profilePicture": {
-                    "path": "/wiki/s/default/images/icons/profilepics/anonymous.svg",
-                    "width": 48,
-                    "height": 48,
-                    "isDefault": True,
-                },
-                "displayName": "Anonymous",
-                "isExternalCollaborator": False,
-                "_expandable": {"operations": "", "personalSpace": ""},
-                "_links": {"base": ctx.base, "context": ctx.context, "self": f"{ctx.api}/user"},
-            }
-        )
+        return json_response(_anonymous_user(shape_of(request), flavour_of(request)))
     return json_response(user_json(shape_of(request), user_id, current=True))
+
+
+def _anonymous_user(ctx: ShapeContext, flavour: str) -> dict[str, Any]:
+    # NOTE: no recorded anonymous user body was available; the picture path and fields
+    # follow the Cloud and Data Center user shapes the emulator sends for real users.
+    datacenter = flavour == "datacenter"
+    picture = "/images/icons/profilepics/anonymous.svg"
+    body: dict[str, Any] = {
+        "type": "anonymous",
+        "profilePicture": {
+            "path": (ctx.context if datacenter else "/wiki/s/default") + picture,
+            "width": 48,
+            "height": 48,
+            "isDefault": True,
+        },
+        "displayName": "Anonymous",
+    }
+    if not datacenter:
+        body["isExternalCollaborator"] = False
+    body["_expandable"] = {"operations": "", "personalSpace": ""}
+    body["_links"] = {"base": ctx.base, "context": ctx.context, "self": f"{ctx.api}/user"}
+    return body
 
 
 async def get_user(request: web.Request) -> web.Response:

@@ -137,6 +137,34 @@ def test_restrictions_route_rejects_bad_users(fresh_emulator: ServerThread) -> N
     assert unknown.status_code == 404
 
 
+def test_restricted_attachment_hidden(fresh_emulator: ServerThread) -> None:
+    site = fresh_emulator.site
+    owner = api_for(fresh_emulator, "cloud")
+    reader = reader_for(fresh_emulator, "cloud")
+    hidden = site.hidden_from(fresh_emulator.credentials.reader_account_id)
+    attachment = next(
+        item
+        for item in site.contents()
+        if item.type is ContentType.ATTACHMENT
+        and item.status is ContentStatus.CURRENT
+        and item.container_id not in hidden
+        and site.content(item.container_id or "").status  # type: ignore[union-attr]
+        is ContentStatus.CURRENT
+    )
+    restricted = owner.control(
+        "POST",
+        f"/content/{attachment.id}/restrictions",
+        {"users": [fresh_emulator.credentials.account_id]},
+    )
+    assert restricted.status_code == 200
+    download = f"/content/{attachment.container_id}/child/attachment/{attachment.id}/download"
+    assert reader.get(f"/content/{attachment.container_id}").status_code == 200
+    listed = reader.get_json(f"/content/{attachment.container_id}/child/attachment", limit=500)
+    assert attachment.id not in {item["id"] for item in listed["results"]}
+    assert reader.session.get(reader.url(download), allow_redirects=False).status_code == 404
+    assert owner.session.get(owner.url(download), allow_redirects=False).status_code == 302
+
+
 def test_reader_credentials_work_everywhere(emulator: ServerThread) -> None:
     for flavour in ("cloud", "gateway", "datacenter"):
         reader = reader_for(emulator, flavour)
@@ -156,6 +184,7 @@ def test_anonymous_current_user() -> None:
             assert me["type"] == "anonymous"
             assert me["displayName"] == "Anonymous"
             assert "accountId" not in me
+            assert ("isExternalCollaborator" in me) is (flavour == "cloud")
         signed_in = api_for(server, "cloud").get_json("/user/current")
         assert signed_in["accountId"] == server.credentials.account_id
 
