@@ -36,6 +36,7 @@ from producer.history import (
     format_jobs_table,
     read_job_history,
 )
+from producer.memory import limit_malloc_arenas
 from producer.progress import Progress
 from producer.publisher import DryRunPublisher, KafkaPublisher, Publisher
 from producer.window import parse_time
@@ -50,6 +51,9 @@ EXIT_FAILED = 1
 EXIT_CONFIGURATION = 2
 EXIT_PARTIAL = 3
 LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+# Cap of librdkafka's local queue (its default is 1 GiB): when the broker is slower than
+# the crawl, produce() blocks on a full queue instead of the queue growing with the site.
+PRODUCER_QUEUE_MAX_KBYTES = 65536
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +135,17 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
 
 
+def publisher_config(settings: connection_settings.Settings) -> dict[str, Any]:
+    """Return the crawl's producer configuration, with a bounded local queue."""
+    return dict(
+        producer_config(
+            settings,
+            logger=log,
+            overrides={"queue.buffering.max.kbytes": PRODUCER_QUEUE_MAX_KBYTES},
+        )
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -142,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_check(args)
     try:
         if args.command == "crawl":
+            limit_malloc_arenas()
             return run_crawl(args)
         return run_jobs(args)
     except (ConfigurationError, connection_settings.ConfigurationError) as error:
@@ -179,7 +195,7 @@ def run_crawl(args: argparse.Namespace) -> int:
     if args.dry_run:
         publisher = DryRunPublisher(topics, codec)
     else:
-        publisher = KafkaPublisher(producer_config(settings, logger=log), topics, codec)
+        publisher = KafkaPublisher(publisher_config(settings), topics, codec)
     progress = Progress(enabled=not args.no_progress)
     client = ConfluenceClient(source)
     try:

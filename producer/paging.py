@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 SHRINKABLE_STATUSES = frozenset({500, 502, 503, 504})
 # Retries of one page request before the page size is halved instead.
 RETRIES_BEFORE_SHRINKING = 1
+# Row ids a search walk remembers to drop repeated rows. Repeats come from rows that
+# move across a page boundary while the walk runs, so a window of recent rows catches
+# them, and memory stays the same for a space of any size.
+RECENT_IDS_KEPT = 10_000
 
 
 class Client(Protocol):
@@ -75,6 +79,27 @@ def _next_link(raw: dict[str, Any]) -> str | None:
         return None
     link = links.get("next")
     return link if isinstance(link, str) and link else None
+
+
+class RecentIds:
+    """The last ``size`` distinct row ids of a walk, oldest dropped first."""
+
+    def __init__(self, size: int = RECENT_IDS_KEPT) -> None:
+        self.size = size
+        self._ids: dict[str, None] = {}
+
+    def __contains__(self, identifier: object) -> bool:
+        return identifier in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, identifier: str) -> None:
+        if identifier in self._ids:
+            return
+        self._ids[identifier] = None
+        if len(self._ids) > self.size:
+            del self._ids[next(iter(self._ids))]
 
 
 def row_id(row: Mapping[str, Any]) -> str | None:
@@ -129,7 +154,9 @@ def offset_pages(
     base = {key: value for key, value in (params or {}).items() if key not in ("limit",)}
     start = int(base.pop("start", 0))
     seen_starts: set[int] = set()
-    seen_ids: set[str] = set()
+    # A server that ignores start returns the first page again, which is also the page
+    # before, so the previous page's ids are enough to notice it.
+    previous_ids: set[str] = set()
     while True:
         if start in seen_starts:
             raise IncompleteListingError(
@@ -161,14 +188,14 @@ def offset_pages(
             )
         ids = [row_id(row) for row in results]
         known = [item for item in ids if item is not None]
-        if start > 0 and known and all(item in seen_ids for item in known):
+        if start > 0 and known and all(item in previous_ids for item in known):
             raise IncompleteListingError(
                 f"listing {path} returned only rows already seen at start={start}; the "
                 "server ignores start, so page this endpoint by cursor",
                 method="GET",
                 url=path,
             )
-        seen_ids.update(known)
+        previous_ids = set(known)
         yield Page(results=results, raw=raw, request_path=path, params=request)
         if not results or _next_link(raw) is None:
             return
@@ -201,7 +228,7 @@ def cursor_pages(
     first["limit"] = limit
     link: str | None = None  # None: the first request, built from path and params
     seen_cursors: set[str] = set()
-    seen_ids: set[str] = set()
+    seen_ids = RecentIds()
     duplicates = 0
     while True:
         request_path = path if link is None else link
@@ -264,7 +291,7 @@ def datacenter_search_pages(
     """Walk a Data Center CQL search by ``start`` until an empty page or ``totalSize``."""
     base = {key: value for key, value in (params or {}).items() if key not in ("limit", "cursor")}
     start = int(base.pop("start", 0))
-    seen_ids: set[str] = set()
+    seen_ids = RecentIds()
     while True:
         request = {**base, "start": start, "limit": limit}
         raw = client.get(path, request)
