@@ -312,3 +312,31 @@ def test_mongodb_outage_loses_nothing(
     assert status == 0
     ids = sorted(document["_id"] for document in collection.find())
     assert ids == sorted(f"content:{number}@v1" for number in range(1, 21))
+
+
+def test_revocation_commits_before_handover(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env(partitions=4)
+    publish_pages(env, 20)
+    run_options = options(env, "handover")
+    first_handler = RecordingHandler()
+    first = ConsumerThread(run_options, first_handler, env.settings).start()
+    wait_until(lambda: first_handler.count() >= 20, "20 records at the first member")
+
+    # The second member joins at once, before the 5 s auto-commit, so only the commit on
+    # revocation keeps it from receiving the same records again.
+    second_handler = RecordingHandler()
+    second = ConsumerThread(run_options, second_handler, env.settings).start()
+    wait_until(
+        lambda: bool(second.runtime._consumer.assignment()), "an assignment for the second member"
+    )
+    publish_pages(env, 20, first_id=21)
+    wait_until(
+        lambda: first_handler.count() + second_handler.count() >= 40, "40 records in the group"
+    )
+    first.stop()
+    second.stop()
+
+    ids = [int(record.value["id"]) for record in first_handler.records + second_handler.records]
+    assert sorted(ids) == list(range(1, 41))
+    assert first_handler.revokes >= 1
+    assert second_handler.count() > 0
