@@ -269,6 +269,7 @@ def test_metrics_endpoint_serves_counters(consumer_env: Callable[..., ConsumerEn
     runtime = consumer.runtime
 
     wait_until(lambda: handler.count() >= 4 and runtime.metrics_port is not None, "4 records")
+    wait_until(lambda: runtime.metrics.snapshot().lag == 0, "lag 0 after the 4 records")
     url = f"http://127.0.0.1:{runtime.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         body = response.read().decode()
@@ -277,6 +278,7 @@ def test_metrics_endpoint_serves_counters(consumer_env: Callable[..., ConsumerEn
     assert 'confluence_consumer_records_consumed_total{consumer="test-runtime"} 4.0' in body
     assert 'confluence_consumer_records_written_total{consumer="test-runtime"} 4.0' in body
     assert runtime.metrics.snapshot().consumed == 4
+    assert 'confluence_consumer_lag_records{consumer="test-runtime"' in body
 
 
 def test_mongodb_outage_loses_nothing(
