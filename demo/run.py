@@ -390,6 +390,8 @@ def up(site: SiteOptions, catch_up_timeout: float, folder: Path = DEMO_DIR) -> i
     stopped = stop_processes(folder)
     if stopped:
         say(f"stopped the previous run's processes: {', '.join(stopped)}")
+    for old_log in folder.glob("*.log"):
+        old_log.unlink()
 
     bootstrap, mongo_uri, started = start_services()
     if previous is not None:
@@ -447,7 +449,7 @@ def _crawls(
     )
     say(
         f"  end to end   {elapsed:.1f} s from crawl start to lag 0 ({waited:.1f} s waiting), "
-        f"{items / elapsed:.0f} items/s"
+        f"{items / elapsed:.1f} items/s"
     )
 
     pages = list(

@@ -136,7 +136,16 @@ def changed_documents(
 
 
 def format_changed(documents: list[dict[str, Any]], limit: int = 40) -> list[str]:
-    lines: list[str] = []
+    kinds = Counter(str(document.get("entity_type")) for document in documents)
+    operations = Counter(
+        str(document.get("op"))
+        for document in documents
+        if document.get("entity_type") == "relationship"
+    )
+    lines = [
+        f"  content versions {kinds['content']}, spaces {kinds['space']}, edge records "
+        f"{kinds['relationship']} (upsert {operations['upsert']}, remove {operations['remove']})"
+    ]
     for document in documents[:limit]:
         kind = document.get("entity_type")
         if kind == "content":
