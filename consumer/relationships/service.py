@@ -51,8 +51,10 @@ from consumer.relationships.derive import (
     derive_edges,
     diff_edges,
     facts_from_content,
+    id_reference,
     identity_references,
     references,
+    title_reference,
 )
 from consumer.relationships.state import (
     Document,
@@ -67,6 +69,7 @@ from consumer.relationships.state import (
     item_id,
     listing_chunk_ids,
     listing_id,
+    references_id,
     space_id,
     title_index_id,
 )
@@ -140,6 +143,22 @@ class SourceBatch:
         self._touched: dict[str, Cause] = {}
         # Items whose facts a record changed; written after the dependent items.
         self._direct: set[str] = set()
+
+    def prefetch(self, records: Sequence[ConsumedRecord]) -> None:
+        """Load the state documents that applying content ``records`` reads first."""
+        document_ids: set[str] = set()
+        for record in records:
+            if record.record_type is not RecordType.CONTENT:
+                continue
+            value = record.value
+            content_id = str(value["id"])
+            document_ids.add(item_id(content_id))
+            document_ids.add(references_id(id_reference(content_id)))
+            if value["type"] in LINKABLE_TYPES:
+                reference = title_reference(value["type"], value["space_key"], value["title"])
+                document_ids.add(references_id(reference))
+                document_ids.add(title_index_id(value["type"], value["space_key"], value["title"]))
+        self.state.prefetch(document_ids)
 
     # Content records
 
@@ -713,6 +732,7 @@ class RelationshipHandler:
         for source_id in sorted(by_source):
             state = WorkingState(self._store(source_id))
             source_batch = SourceBatch(state)
+            source_batch.prefetch(by_source[source_id])
             for record in by_source[source_id]:
                 if record.record_type is RecordType.CONTENT:
                     source_batch.apply_content(record)
