@@ -149,7 +149,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--v1-gone",
         action="store_true",
-        help="respond to deprecated v1 reads on the OAuth gateway with 410 Gone",
+        help="respond to deprecated v1 reads by OAuth callers on the gateway with 410 Gone",
     )
     serve.add_argument(
         "--anonymous",

@@ -282,7 +282,7 @@ class GateState:
     admin_account_ids: set[str] = field(default_factory=set)
     # Requests without credentials run as the anonymous user instead of being rejected.
     anonymous_access: bool = False
-    # Deprecated v1 routes return 410 Gone on the OAuth gateway root.
+    # Deprecated v1 routes return 410 Gone to OAuth callers on the gateway root.
     v1_gone: bool = False
     tokens: TokenStore = field(default_factory=TokenStore)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)

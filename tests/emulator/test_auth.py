@@ -494,6 +494,16 @@ def test_v1_gone_only_on_gateway(server: GateServer, state: GateState) -> None:
     assert datacenter.status_code == 200
 
 
+def test_v1_gone_spares_api_tokens(server: GateServer, state: GateState) -> None:
+    state.v1_gone = True
+    unscoped = server.get("gateway", "/space/DOC", headers=basic(EMAIL, API_TOKEN))
+    assert unscoped.status_code == 200
+    scoped = server.get("gateway", "/content/123", headers=basic(SCOPED_EMAIL, SCOPED_TOKEN))
+    assert scoped.status_code == 200
+    oauth = server.get("gateway", "/space/DOC", headers=bearer(access_token(state)))
+    assert oauth.status_code == 410
+
+
 def test_v1_reads_work_when_switch_off(server: GateServer, state: GateState) -> None:
     response = server.get("gateway", "/content/123", headers=bearer(access_token(state)))
     assert response.status_code == 200
