@@ -8,10 +8,13 @@ page 3, attachment 30 on page 2, and space OPS with page 100 "Runbook".
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +36,12 @@ from consumer.relationships.state import RelationshipStateStore, WorkingState
 from consumer.runtime import ConsumedRecord
 from schemas.catalogue import RecordType
 from schemas.codec import SingleObjectCodec
-from tests.consumer.conftest import ConsumerEnv, RecordPublisher, wait_until
+from tests.consumer.conftest import (
+    ConsumerEnv,
+    RecordPublisher,
+    start_console_script,
+    wait_until,
+)
 from tests.consumer.test_relationships_derive import TREE, content
 
 SOURCE = "src1"
@@ -785,32 +793,46 @@ def test_service_tree_and_purge(consumer_env: Callable[..., ConsumerEnv]) -> Non
     assert all(record["job_id"] == "job-2" for record in removals)
 
 
+def stop_process(process: subprocess.Popen[bytes], log_path: Path) -> int:
+    """Send SIGTERM, wait for the exit and return the exit status."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(90)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)
+        pytest.fail(f"consumer did not stop on SIGTERM; log:\n{log_path.read_text()}")
+
+
 def test_service_restart_continues_from_state(
-    consumer_env: Callable[..., ConsumerEnv],
+    consumer_env: Callable[..., ConsumerEnv], tmp_path: Path
 ) -> None:
     env = consumer_env(partitions=2)
     publisher = RecordPublisher(env)
     reader = RelationshipTopicReader(env)
+    arguments = ["relationships", "--group", env.group("relationships"), "--batch-timeout", "0.2"]
     publish_tree(publisher)
-    first = ServiceThread(env)
+    first_log = tmp_path / "first.log"
+    first = start_console_script(env, arguments, first_log)
     try:
         wait_for_edges(reader, expected_edges(), "the edges of the tree")
     finally:
-        first_status = first.stop()
+        first_status = stop_process(first, first_log)
     published_by_first = len(reader.records)
 
     publisher.publish(RecordType.CONTENT, tree_record("4", version_number=2, labels=["global:faq"]))
     publisher.flush()
-    second = ServiceThread(env)
+    second_log = tmp_path / "second.log"
+    second = start_console_script(env, arguments, second_log)
     label = Edge("label", "global:faq", Relation.LABEL_ON, "page", "4")
     try:
         wait_for_edges(reader, expected_edges() | {label}, "the label edge of version 2")
     finally:
-        second_status = second.stop()
+        second_status = stop_process(second, second_log)
     reader.poll()
     reader.close()
 
-    assert first_status == 0
-    assert second_status == 0
+    assert first_status == 0, first_log.read_text()
+    assert second_status == 0, second_log.read_text()
     assert published_by_first == len(expected_edges())
     assert [edge_of_record(record) for record in reader.records[published_by_first:]] == [label]
