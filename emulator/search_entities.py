@@ -129,7 +129,7 @@ SearchEntry = SpaceEntry | UserEntry
 
 
 def entries_for(site: Site, types: set[str] | None) -> list[SearchEntry]:
-    """Return the space and user entries a query's ``type`` clause asks for.
+    """Return the space and user entries that a query's ``type`` clause names.
 
     Only a query that names ``space`` or ``user`` in its ``type`` clause gets them.
     NOTE: whether Cloud mixes spaces and users into a query without a ``type`` clause is

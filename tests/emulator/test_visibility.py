@@ -1,4 +1,4 @@
-"""Who sees what: read restrictions for the second user, the anonymous caller and
+"""Visibility over HTTP: read restrictions for the second user, the anonymous caller and
 ``/user/current``, and the search index lag serving earlier versions."""
 
 from __future__ import annotations
