@@ -472,14 +472,18 @@ class CrawlJob:
                 or space.get("status") not in selection.statuses
             ):
                 if key in selection.include:
-                    log.warning(
-                        "configured space skipped key=%s type=%s status=%s: not in the "
-                        "configured types %s and statuses %s",
-                        key,
-                        space.get("type"),
-                        space.get("status"),
-                        sorted(selection.types),
-                        sorted(selection.statuses),
+                    # A space the sources file names but the job leaves out is a visible
+                    # error on the job, like a key that does not exist.
+                    self._record_error(
+                        f"space:{key}",
+                        SkippableError(
+                            f"configured space {key!r} of source {self.source.id!r} is a "
+                            f"{space.get('type')} space with status {space.get('status')!r}, "
+                            f"outside spaces.types {sorted(selection.types)} and "
+                            f"spaces.statuses {sorted(selection.statuses)}, so it was not "
+                            "crawled; add its type or status there, or remove the key "
+                            "from spaces.include"
+                        ),
                     )
                 continue
             chosen.append(space)

@@ -30,6 +30,9 @@ DEFAULT_READ_TIMEOUT_SECONDS = 60.0
 _POLL_SECONDS = 1.0
 _LEADER_WAIT_SECONDS = 0.2
 _LEADER_ERRORS = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+# Non-fatal errors kept in full on a Job record. Later ones are only counted, so the
+# state and the record stay small when every item of a large site fails.
+MAX_KEPT_ERRORS = 200
 
 
 class HistoryReadError(Exception):
@@ -213,6 +216,7 @@ class JobState:
     finished_at: datetime | None = None
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[JobError] = field(default_factory=list)
+    errors_not_kept: int = 0
     api_calls: int = 0
     retries: int = 0
     rate_limit_waits: int = 0
@@ -225,8 +229,12 @@ class JobState:
             self.counts[record_kind] = self.counts.get(record_kind, 0) + amount
 
     def add_error(self, error: JobError) -> None:
+        """Keep ``error`` for the Job record; past ``MAX_KEPT_ERRORS`` only fatal ones."""
         with self._lock:
-            self.errors.append(error)
+            if error.fatal or len(self.errors) < MAX_KEPT_ERRORS:
+                self.errors.append(error)
+            else:
+                self.errors_not_kept += 1
 
     def to_record(self) -> dict[str, Any]:
         """Return the job as a Job record with the next sequence number."""
@@ -248,9 +256,22 @@ class JobState:
                 "retries": self.retries,
                 "rate_limit_waits": self.rate_limit_waits,
                 "rate_limit_wait_seconds": self.rate_limit_wait_seconds,
-                "errors": [error.to_record() for error in self.errors],
+                "errors": self._error_records(),
                 "producer_version": self.producer_version,
             }
+
+    def _error_records(self) -> list[dict[str, Any]]:
+        records = [error.to_record() for error in self.errors]
+        if self.errors_not_kept:
+            summary = JobError(
+                unit="job",
+                message=(
+                    f"{self.errors_not_kept} more non-fatal errors after the first "
+                    f"{MAX_KEPT_ERRORS} are not listed here; the producer's log has each one"
+                ),
+            )
+            records.append(summary.to_record())
+        return records
 
 
 def _time(value: Any) -> str:

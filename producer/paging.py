@@ -70,7 +70,17 @@ def _results_of(raw: dict[str, Any], path: str) -> list[dict[str, Any]]:
             method="GET",
             url=path,
         )
-    return [row for row in results if isinstance(row, dict)]
+    rows = [row for row in results if isinstance(row, dict)]
+    if len(rows) != len(results):
+        # A dropped row would make the listing look complete without it, and a complete
+        # structure listing is what deletions are derived from.
+        raise IncompleteListingError(
+            f"listing response of {path} has {len(results) - len(rows)} of {len(results)} "
+            "rows that are not JSON objects; the listing cannot be trusted as complete",
+            method="GET",
+            url=path,
+        )
+    return rows
 
 
 def _next_link(raw: dict[str, Any]) -> str | None:

@@ -311,3 +311,22 @@ def test_structure_types_follow_content_types() -> None:
     assert publisher.chunks[-1]["kind"] == "complete"
     assert publisher.chunks[-1]["content_types"] == ["page", "blogpost"]
     assert not [query for _, query in client.requests if is_structure_search(query)]
+
+
+def test_configured_archived_space_recorded() -> None:
+    archived = dict(SPACE, status="archived")
+
+    def handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+        if path == "/space":
+            return listing([archived] if query.get("start") == "0" else [])
+        return default_handler(path, query)
+
+    client = ScriptedClient(handler)
+    result = run(client, source(spaces={"include": ["DOCS"]}))
+
+    assert result.status == "partial"
+    errors = result.record["errors"]
+    assert [error["unit"] for error in errors] == ["space:DOCS"]
+    assert "spaces.statuses" in errors[0]["message"]
+    assert result.record["counts"].get("space", 0) == 0
+    assert not [path for path, _ in client.requests if path.startswith("/space/DOCS")]

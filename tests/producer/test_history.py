@@ -9,6 +9,7 @@ import pytest
 from connections.kafka import common_config, producer_config
 from connections.settings import Settings
 from producer.history import (
+    MAX_KEPT_ERRORS,
     HistoryReadError,
     JobError,
     JobState,
@@ -124,3 +125,28 @@ def test_jobs_table_newest_first() -> None:
     assert " 6 " in table[1]
     assert table[2].startswith("20240101T000000000Z-aaaa")
     assert len(format_jobs_table([older, newer], limit=1).splitlines()) == 2
+
+
+def test_job_errors_capped_fatal_kept() -> None:
+    state = JobState(
+        job_id="20240101T000000000Z-00000001",
+        source_id="cloud",
+        mode="full",
+        started_at=datetime(2024, 1, 1, tzinfo=UTC),
+        window_start=None,
+        window_end=datetime(2024, 1, 1, tzinfo=UTC),
+        previous_job_id=None,
+        producer_version="0.0.0",
+    )
+    for number in range(MAX_KEPT_ERRORS + 50):
+        state.add_error(JobError(unit=f"space:ENG:page:{number}", message="HTTP 404"))
+    state.add_error(JobError(unit="delivery", message="not acknowledged", fatal=True))
+
+    record = state.to_record()
+
+    errors = record["errors"]
+    assert len(errors) == MAX_KEPT_ERRORS + 2
+    assert errors[MAX_KEPT_ERRORS]["fatal"] is True
+    assert errors[-1]["unit"] == "job"
+    assert "50 more non-fatal errors" in errors[-1]["message"]
+    assert SingleObjectCodec().encode(RecordType.JOB, record)

@@ -483,3 +483,19 @@ def test_rate_limited_listing_keeps_page_size(start_emulator: StartEmulator) -> 
         assert client.stats.by_status[429] == 3
     assert {call[1]["limit"] for call in recording.calls} == {"10"}
     assert set(listed) == cql_ids(site, "space = ENG and type = page")
+
+
+def test_offset_row_not_object_rejected() -> None:
+    def handle(path: str, query: dict[str, str]) -> dict[str, Any]:
+        return {"results": [{"id": "1"}, "2", None], "_links": {}}
+
+    with pytest.raises(IncompleteListingError, match="2 of 3 rows"):
+        list(offset_pages(FakeClient(handle), "/space/ENG/content/page", limit=25))
+
+
+def test_cursor_row_not_object_rejected() -> None:
+    def handle(path: str, query: dict[str, str]) -> dict[str, Any]:
+        return {"results": [{"id": "1"}, ["2"]], "_links": {}}
+
+    with pytest.raises(IncompleteListingError, match="not JSON objects"):
+        list(cursor_pages(FakeClient(handle), "/content/search", {"cql": "x"}, limit=25))
