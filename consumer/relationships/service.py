@@ -20,6 +20,10 @@ A listing can only remove or change an item whose newest record was fetched befo
 listing started, because an item created after that is missing from the listing for no
 fault of its own. ``{prefix}.spaces`` is not consumed: the space of every edge comes from
 the content records.
+
+NOTE: run one instance per consumer group. Items re-derived because another item changed
+and the title index are shared by all partitions, and their documents are rewritten
+without a version check, so two instances can overwrite each other's state changes.
 """
 
 from __future__ import annotations

@@ -36,7 +36,9 @@ from typing import Any
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
+from consumer.errors import TransientError
 from consumer.relationships.derive import Edge, ItemFacts, title_reference
 from consumer.relationships.links import LinkTarget
 from schemas.keys import validate_source_id
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 Document = dict[str, Any]
 WriteOperation = InsertOne[Document] | ReplaceOne[Document] | UpdateOne | DeleteOne
 
+# MongoDB's error code for a duplicate key, which FerretDB returns too.
+_DUPLICATE_KEY = 11000
 # Ids per find() with $in, which keeps each query document far below the 16 MiB BSON limit.
 _LOAD_CHUNK_SIZE = 1000
 
@@ -144,9 +148,31 @@ class RelationshipStateStore:
         return [document["_id"] for document in cursor]
 
     def write(self, operations: list[WriteOperation]) -> None:
-        """Apply the operations in order; a failure leaves a prefix of them applied."""
-        if operations:
+        """Apply the operations in order; a failure leaves a prefix of them applied.
+
+        Raise ``TransientError`` when an insert finds its ``_id`` taken, which happens only
+        when another process wrote the same state document since this batch read it: the
+        batch is then derived again from the state as it is now.
+        """
+        if not operations:
+            return
+        try:
             self.collection.bulk_write(operations, ordered=True)
+        except BulkWriteError as error:
+            write_errors = (error.details or {}).get("writeErrors") or []
+            if write_errors and all(item.get("code") == _DUPLICATE_KEY for item in write_errors):
+                log.warning(
+                    "state document written by another process, batch will be retried "
+                    "collection=%s document_id=%s",
+                    self.collection.name,
+                    write_errors[0].get("op", {}).get("_id"),
+                )
+                raise TransientError(
+                    f"state document {write_errors[0].get('op', {}).get('_id')!r} in "
+                    f"{self.collection.name} was created by another process while this batch "
+                    f"ran; run one relationships consumer per source, the batch is retried"
+                ) from error
+            raise
 
 
 class WorkingState:

@@ -10,6 +10,7 @@ import pytest
 from pymongo import DeleteOne, MongoClient, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
+from consumer.errors import TransientError
 from consumer.relationships.derive import Edge, ItemFacts, Relation
 from consumer.relationships.links import LinkTarget
 from consumer.relationships.state import (
@@ -233,3 +234,24 @@ def test_load_reads_many_ids(database: Database[dict[str, Any]]) -> None:
 
     assert sorted(found) == sorted(item_id(str(number)) for number in (1, 999, 1000, 1001, 1202))
     assert found[item_id("1202")]["title"] == "Page 1202"
+
+
+def test_insert_race_raises_transient(database: Database[dict[str, Any]]) -> None:
+    store = RelationshipStateStore(database, SOURCE)
+    first = WorkingState(store)
+    second = WorkingState(store)
+    assert first.item("1") is None
+    assert second.item("1") is None
+    first.put(item_document(page("1", "Home"), version=1, seen_at=1, edges={}), WriteGroup.ITEMS)
+    second.put(item_document(page("1", "Start"), version=1, seen_at=2, edges={}), WriteGroup.ITEMS)
+    first.write()
+
+    with pytest.raises(TransientError, match="created by another process"):
+        second.write()
+
+    retried = WorkingState(store)
+    document = retried.item("1")
+    assert document is not None
+    retried.put(dict(document, title="Start"), WriteGroup.ITEMS)
+    retried.write()
+    assert WorkingState(store).item("1") == dict(document, title="Start")
