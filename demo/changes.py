@@ -1,9 +1,9 @@
 """Changes to the emulated site through the emulator's control API (``/_emulator/``).
 
-``plan_changes`` picks the items to change from the current page documents of a stream
-collection, so the same code works on a generated site and on an imported corpus:
-two edits, a move, a trash and a purge (trash, then purge), each on a different page
-without children. ``apply_changes`` sends them.
+``plan_changes`` picks two edits, a move, a trash and a purge (trash, then purge), each
+on a different page without children. It reads the current page documents of a stream
+collection, so the same code works on a generated site and on an imported corpus.
+``apply_changes`` sends the changes.
 """
 
 from __future__ import annotations

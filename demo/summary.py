@@ -1,4 +1,4 @@
-"""What the consumers wrote to MongoDB, read back and formatted for the demo's output.
+"""Queries of what the consumers wrote to MongoDB, formatted for the demo's output.
 
 Stream documents (``source_{id}_stream``) with ``current: true`` are the newest version
 of each space, content item and relationship. A relationship whose current version has

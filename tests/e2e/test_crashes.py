@@ -46,7 +46,7 @@ def assert_stream_matches_site(run: E2ERun, site: EmulatorSite) -> None:
         assert document["version_number"] == items[document["id"]].version.number
     per_entity = Counter(document["entity_id"] for document in current)
     assert max(per_entity.values()) == 1
-    # A full crawl sees one version per item, so one document per item: no duplicates.
+    # A full crawl fetches one version per item, so one document per item means no duplicate.
     assert len(content) == len(items)
 
 
