@@ -598,7 +598,9 @@ class CrawlJob:
             or kind in ("comment", "attachment")
         )
 
-    def _search_pages(self, key: str, cql: str, expand: str, limit: int) -> Iterator[Page]:
+    def _search_pages(
+        self, key: str, cql: str, expand: str, limit: int, *, every_row: bool = False
+    ) -> Iterator[Page]:
         params: dict[str, str | int] = {"cql": cql}
         if expand:
             params["expand"] = expand
@@ -606,7 +608,9 @@ class CrawlJob:
             # CQL leaves out the content of archived spaces unless the request includes them.
             params["includeArchivedSpaces"] = "true"
         if self.source.deployment == "datacenter":
-            return datacenter_search_pages(self.client, "/content/search", params, limit=limit)
+            return datacenter_search_pages(
+                self.client, "/content/search", params, limit=limit, stop_at_total=not every_row
+            )
         return cursor_pages(self.client, "/content/search", params, limit=limit)
 
     def _content_pages(
@@ -736,7 +740,7 @@ class CrawlJob:
         if self.source.deployment == "cloud-oauth":
             cql = f"space = {space} and type in ({', '.join(types)})"
             expand = _STRUCTURE_EXPAND + (",container" if contained else "")
-            yield from self._search_pages(key, cql, expand, STRUCTURE_PAGE_SIZE)
+            yield from self._search_pages(key, cql, expand, STRUCTURE_PAGE_SIZE, every_row=True)
             return
         for kind in ("page", "blogpost"):
             path = f"/space/{quote(key, safe='~')}/content/{kind}"
@@ -746,7 +750,7 @@ class CrawlJob:
         if contained:
             cql = f"space = {space} and type in ({', '.join(contained)})"
             yield from self._search_pages(
-                key, cql, _CONTAINED_STRUCTURE_EXPAND, STRUCTURE_PAGE_SIZE
+                key, cql, _CONTAINED_STRUCTURE_EXPAND, STRUCTURE_PAGE_SIZE, every_row=True
             )
 
     def _structure_unit(self, key: str, space_id: int | None) -> Callable[[], None]:

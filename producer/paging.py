@@ -297,8 +297,14 @@ def datacenter_search_pages(
     params: Mapping[str, str | int] | None = None,
     *,
     limit: int,
+    stop_at_total: bool = True,
 ) -> Iterator[Page]:
-    """Walk a Data Center CQL search by ``start`` until an empty page or ``totalSize``."""
+    """Walk a Data Center CQL search by ``start`` until an empty page or ``totalSize``.
+
+    ``totalSize`` comes from the search index and may count fewer rows than exist, so a
+    walk that must see every row (a structure listing) passes ``stop_at_total=False``
+    and stops only on an empty page, one request later.
+    """
     base = {key: value for key, value in (params or {}).items() if key not in ("limit", "cursor")}
     start = int(base.pop("start", 0))
     seen_ids = RecentIds()
@@ -326,7 +332,7 @@ def datacenter_search_pages(
             return
         start += len(rows)
         total = raw.get("totalSize")
-        if isinstance(total, int) and start >= total:
+        if stop_at_total and isinstance(total, int) and start >= total:
             return
 
 

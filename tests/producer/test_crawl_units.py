@@ -330,3 +330,25 @@ def test_configured_archived_space_recorded() -> None:
     assert "spaces.statuses" in errors[0]["message"]
     assert result.record["counts"].get("space", 0) == 0
     assert not [path for path, _ in client.requests if path.startswith("/space/DOCS")]
+
+
+def test_datacenter_structure_ignores_total_size() -> None:
+    def handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+        if is_structure_search(query):
+            start = int(query["start"])
+            results = [comment(str(100 + start), "1")] if start < 2 else []
+            # The index counts one comment where two exist.
+            return dict(listing(results), start=start, totalSize=1)
+        return default_handler(path, query)
+
+    client = ScriptedClient(handler)
+    config = source(
+        deployment="datacenter",
+        base_url="https://confluence.example.com",
+        auth={"method": "pat", "token_env": "UNIT_TOKEN"},
+    )
+    publisher = run_recording(client, config)
+
+    assert publisher.chunks[-1]["kind"] == "complete"
+    items = {item["id"] for chunk in publisher.chunks for item in chunk["items"]}
+    assert {"100", "101"} <= items

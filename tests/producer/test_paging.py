@@ -499,3 +499,18 @@ def test_cursor_row_not_object_rejected() -> None:
 
     with pytest.raises(IncompleteListingError, match="not JSON objects"):
         list(cursor_pages(FakeClient(handle), "/content/search", {"cql": "x"}, limit=25))
+
+
+def test_datacenter_search_past_low_total_size() -> None:
+    """The index's totalSize may count fewer rows than exist; a full walk ignores it."""
+
+    def handle(path: str, query: dict[str, str]) -> dict[str, Any]:
+        start = int(query["start"])
+        page = rows(start, max(0, min(int(query["limit"]), 60 - start)))
+        return {"results": page, "start": start, "totalSize": 40, "_links": {}}
+
+    client = FakeClient(handle)
+    pages = datacenter_search_pages(client, "/search", {"cql": "x"}, limit=25, stop_at_total=False)
+
+    assert len(ids_of(pages)) == 60
+    assert [call[1]["start"] for call in client.calls] == ["0", "25", "50", "60"]
