@@ -11,8 +11,8 @@ Every edge has exactly one owner, the content item whose record it is derived fr
     label_on        label -> item                    owned by the item
     links_to        item -> linked page or blog post owned by the linking item
 
-So an item's current edge set is a function of its own facts (``ItemFacts``) plus a
-``TargetLookup`` that resolves link titles and reports removed items, and the records to
+So an item's current edge set is a function of its own facts (``ItemFacts``) and of a
+``TargetLookup`` that resolves link titles and reports removed items. The records to
 publish for an item are the difference between its previous and its current edge set.
 
 Only live items (status ``current`` or ``archived``) have edges. A trashed, deleted or
@@ -112,7 +112,7 @@ class Edge:
 
 @dataclass(frozen=True, slots=True)
 class ItemFacts:
-    """What the relationships consumer keeps about one content item to derive its edges."""
+    """Facts about one content item that the relationships consumer keeps to derive its edges."""
 
     source_id: str
     content_id: str
@@ -141,8 +141,8 @@ class ItemFacts:
 def posting_day_of(web_url: str | None, created_at: datetime | int | None) -> str | None:
     """Return a blog post's posting day as ``yyyy/MM/dd``, the form ``ri:posting-day`` uses.
 
-    The day in the web URL is the site's own; the creation time in UTC is the fallback and
-    can be one day off for posts created near midnight in the site's time zone.
+    The day in the web URL is the site's own. The creation time in UTC is the fallback,
+    which can be one day off for posts created near midnight in the site's time zone.
     """
     if web_url:
         match = _BLOG_DAY_IN_URL.search(web_url)
@@ -161,7 +161,7 @@ def facts_from_content(
     """Build the facts of a decoded Content record.
 
     A record without a body (``body_storage`` null, for example when the producer did not
-    fetch bodies) says nothing about links, so ``previous_links`` are kept for it.
+    fetch bodies) carries no links, so ``previous_links`` are kept for it.
     """
     content_type = str(record["type"])
     if content_type not in CONTENT_TYPES:
@@ -194,7 +194,7 @@ def facts_from_content(
 
 
 class TargetLookup(Protocol):
-    """What derivation needs to know about other items."""
+    """Read access to other items' state, as derivation needs it."""
 
     def find_by_title(
         self, content_type: str, space_key: str, title: str, posting_day: str | None
@@ -262,7 +262,7 @@ def _container_edges(facts: ItemFacts, lookup: TargetLookup) -> Iterable[Edge]:
         relation = Relation.COMMENT_ON if item_type == "comment" else Relation.ATTACHMENT_OF
         yield Edge(item_type, facts.content_id, relation, container_type, container)
     parent = facts.parent_id
-    # A reply's parent is the comment it answers; for top-level comments the producer
+    # A reply's parent is the comment it replies to. For top-level comments the producer
     # leaves parent_id null or sets it to the container, which is no parent_of edge.
     if (
         item_type == "comment"

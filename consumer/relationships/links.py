@@ -14,7 +14,7 @@ identifiers. The links found here are:
 
 Resource identifiers count wherever they occur, in ``ac:link`` elements and in macro
 parameters (include and excerpt-include macros name pages the same way), except inside
-``ri:attachment``, where an ``ri:page`` names the page that holds the attachment. Text in
+``ri:attachment``, where an ``ri:page`` names the page that contains the attachment. Text in
 CDATA sections (code macro bodies) is not parsed, so an example link in a code block is
 not a link.
 """
@@ -47,8 +47,8 @@ class LinkTarget:
 
     A link by title has ``space_key`` and ``title`` set (the space key filled in with the
     linking content's space when the link omits it) and ``kind`` ``page`` or ``blogpost``.
-    A link by id has ``content_id`` set; its ``kind`` is ``content`` when the link does
-    not say whether the target is a page or a blog post.
+    A link by id has ``content_id`` set. Its ``kind`` is ``content`` when the link does
+    not tell whether the target is a page or a blog post.
     """
 
     kind: LinkKind

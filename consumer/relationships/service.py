@@ -10,11 +10,11 @@ records to ``{prefix}.relationships``, keyed by ``schemas.keys.relationship_key`
   it are derived again: links to its title or id, children, comments and attachments.
   So an unresolved link becomes resolved when its target appears, and the other way;
 - a structure listing is buffered chunk by chunk in the state collection. Only when its
-  ``complete`` chunk arrives, after every chunk in sequence, are the space's known items
-  that the listing no longer contains removed with all their edges (comments and
-  attachments of a removed item with it), and the listed parent and status of known
-  pages applied. An ``aborted`` listing, one with a missing chunk, and one whose
-  ``complete`` never arrives remove nothing.
+  ``complete`` chunk arrives, after every chunk in sequence, does it change anything.
+  The space's known items that the listing no longer contains are removed with all
+  their edges, together with the comments and attachments of a removed item. The listed
+  parent and status of known pages are applied. An ``aborted`` listing, one with a
+  missing chunk, and one whose ``complete`` never arrives remove nothing.
 
 A listing can only remove or change an item whose newest record was fetched before the
 listing started, because an item created after that is missing from the listing for no

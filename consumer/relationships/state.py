@@ -21,7 +21,7 @@ filter FerretDB pushes down to its storage:
     cleaned up.
 
 ``WorkingState`` reads these documents once per batch and collects every change in
-memory; ``operations()`` returns the writes in an order that keeps a crash between two
+memory. ``operations()`` returns the writes in an order that keeps a crash between two
 writes harmless (see ``WriteGroup``).
 """
 
@@ -335,9 +335,9 @@ class WorkingState:
     def operations(self) -> list[WriteOperation]:
         """Return this batch's writes in ``WriteGroup`` order."""
         grouped: dict[WriteGroup, list[WriteOperation]] = {group: [] for group in WriteGroup}
-        # A document the store did not contain is inserted: FerretDB 1.24 inserts without
-        # the collection scan that an upsert's lookup costs. One consumer instance per
-        # source is the only writer, so nobody inserts the same _id in between.
+        # A document the store did not contain is inserted, because FerretDB 1.24 inserts
+        # without the collection scan that an upsert's lookup costs. Another process that
+        # inserts the same _id in between makes write() raise TransientError.
         for doc_id in sorted(self._changed):
             document = self._documents[doc_id]
             if document is None:
