@@ -806,6 +806,11 @@ class _StructureListing:
         except CrawlCancelled:
             self._publish_final("aborted", "the job stopped after a fatal error in another unit")
             raise
+        except Exception as error:
+            # A publisher or codec failure fails the job. The listing still ends as aborted
+            # when the publisher takes that chunk, so consumers stop waiting for it.
+            self._publish_aborted_after(error)
+            raise
         self._publish_final("complete", None)
         with self.job._lock:
             self.job._tallies[self.key].structure = f"complete({self.item_count})"
@@ -843,6 +848,16 @@ class _StructureListing:
         self.item_count += len(self.buffer)
         self.job.progress.record("structure_item", len(self.buffer))
         self.buffer = []
+
+    def _publish_aborted_after(self, error: Exception) -> None:
+        try:
+            self._publish_final("aborted", self._reason(error))
+        except Exception as publish_error:  # The error being raised is the one to report.
+            log.error(
+                "aborted structure chunk not published space=%s error=%s",
+                self.key,
+                publish_error,
+            )
 
     def _publish_final(self, kind: str, reason: str | None) -> None:
         assert self.job.state is not None

@@ -16,7 +16,7 @@ from producer.config import SourceConfig, parse_sources
 from producer.crawl import CrawlJob, CrawlOptions, JobResult
 from producer.errors import RetriableError
 from producer.progress import Progress
-from producer.publisher import DryRunPublisher
+from producer.publisher import DryRunPublisher, RecordTooLargeError
 from schemas.catalogue import RecordType
 from schemas.codec import SingleObjectCodec
 from schemas.topics import Topics
@@ -352,3 +352,25 @@ def test_datacenter_structure_ignores_total_size() -> None:
     assert publisher.chunks[-1]["kind"] == "complete"
     items = {item["id"] for chunk in publisher.chunks for item in chunk["items"]}
     assert {"100", "101"} <= items
+
+
+class RejectingPublisher(RecordingPublisher):
+    """Rejects the first structure chunk of items, as a broker client rejects a record."""
+
+    def publish(self, record_type: RecordType, key: str, record: Mapping[str, Any]) -> None:
+        if record_type is RecordType.STRUCTURE_LISTING and record["kind"] == "items":
+            raise RecordTooLargeError(f"record {key} was rejected")
+        super().publish(record_type, key, record)
+
+
+def test_structure_aborted_when_publish_fails() -> None:
+    client = ScriptedClient(default_handler)
+    publisher = RejectingPublisher()
+
+    result = CrawlJob(
+        source(), client, publisher, lambda: [], options=CrawlOptions(full=True)
+    ).run()
+
+    assert result.status == "failed"
+    assert [chunk["kind"] for chunk in publisher.chunks] == ["aborted"]
+    assert "RecordTooLargeError" in publisher.chunks[0]["abort_reason"]
