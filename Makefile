@@ -51,3 +51,19 @@ demo: install
 
 demo-down:
 	$(BIN)/python -m demo down
+
+# Benchmarks: write docs/benchmarks.md and docs/benchmarks.json. The peer loaders are
+# installed on first use into their own virtual environment, .services/bench-venv.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: bench bench-quick
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick
