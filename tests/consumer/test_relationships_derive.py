@@ -231,7 +231,7 @@ def test_comment_reply_and_attachment_edges() -> None:
     }
 
 
-def test_blog_post_link_needs_matching_day() -> None:
+def test_unmatched_blog_post_link_is_unresolved() -> None:
     facts = tree_facts()
     facts["3"] = dataclasses.replace(
         facts["3"],

@@ -417,6 +417,27 @@ def test_purge_by_complete_listing(harness: Harness) -> None:
     assert not any(doc_id.startswith("listing:L1:") for doc_id in documents)
 
 
+def test_listed_comments_are_judged(harness: Harness) -> None:
+    harness.handle_tree()
+    listing = [listed(c) for c in DOC_PAGES]
+    listing.append({**listed("1"), "id": "20", "type": "comment", "parent_id": "3"})
+
+    changes = harness.handle(*harness.complete_listing("L1", listing))
+
+    assert edges_of_changes(changes, "upsert") == set()
+    assert edges_of_changes(changes, "remove") == EDGES_OF["21"]
+    assert harness.edges() == expected_edges("21")
+
+
+def test_unlisted_types_are_not_judged(harness: Harness) -> None:
+    harness.handle_tree()
+
+    changes = harness.handle(*harness.complete_listing("L1", [listed(c) for c in DOC_PAGES]))
+
+    assert changes == []
+    assert harness.edges() == expected_edges()
+
+
 def test_purged_link_target_becomes_unresolved(harness: Harness) -> None:
     harness.handle_tree()
     listing = [listed(content_id) for content_id in DOC_PAGES if content_id != "4"]
