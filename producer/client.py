@@ -4,7 +4,8 @@ Every request passes the shared rate limiter, carries the source's authenticatio
 is classified in one place, ``_classify``:
 
 - 200 with a JSON object: returned.
-- 429, 500, 502, 503, 504, timeouts, connection errors and truncated or invalid JSON:
+- 429, 500, 502, 503, 504, timeouts, connection errors, undecodable compressed bodies
+  and truncated or invalid JSON:
   retried up to ``max_retries`` times. ``Retry-After`` (seconds or HTTP-date, clamped to
   ``max_retry_after``) sets the wait; without it the wait doubles from
   ``backoff_initial`` with jitter. A 429 pauses every worker of the source. After the
@@ -396,6 +397,11 @@ class ConfluenceClient:
             self.stats.count_call(None)
             self._log_request(url, query, None, started)
             return _Retry(f"connection error ({type(error).__name__})", None)
+        except requests.exceptions.ContentDecodingError as error:
+            # A gzip body cut off in transit; the same request usually succeeds again.
+            self.stats.count_call(None)
+            self._log_request(url, query, None, started)
+            return _Retry(f"undecodable compressed body ({type(error).__name__})", None)
         self.stats.count_call(response.status_code)
         self._log_request(url, query, response.status_code, started)
         return self._classify(url, query, response, body)

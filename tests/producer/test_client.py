@@ -11,6 +11,7 @@ import pytest
 
 from emulator.model import ContentStatus, ContentType
 from producer.client import ConfluenceClient, redact_url
+from producer.config import parse_sources
 from producer.errors import FatalError, RetriableError, SkippableError
 from producer.limiter import RateLimiter
 from tests.producer.conftest import EmulatorSite, StartEmulator
@@ -359,3 +360,46 @@ def test_download_larger_than_limit_skipped(emulator_site: EmulatorSite) -> None
             client.download("/download/attachments/1/big.bin", max_bytes=4)
     finally:
         media.stop()
+
+
+class BrokenGzipHandler(BaseHTTPRequestHandler):
+    """Returns a body that claims gzip encoding but is not gzip data."""
+
+    def do_GET(self) -> None:
+        body = b"\x1f\x8b\x08\x00not-gzip-at-all"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+def test_undecodable_gzip_body_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BrokenGzipHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("GZIP_TEST_TOKEN", "token-value")
+    table = {
+        "deployment": "cloud",
+        "base_url": f"http://127.0.0.1:{server.server_address[1]}",
+        "auth": {"method": "basic", "username": "a@example.com", "token_env": "GZIP_TEST_TOKEN"},
+        "max_retries": 2,
+        "backoff_initial": 0.01,
+        "backoff_max": 0.01,
+    }
+    source = parse_sources({"sources": {"gzip": table}})["gzip"]
+    recorder = WaitRecorder()
+    try:
+        with ConfluenceClient(source, sleep=recorder) as client:
+            with pytest.raises(RetriableError, match="undecodable compressed body"):
+                client.get("/space")
+            assert client.stats.api_calls == 3
+            assert client.stats.retries == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
