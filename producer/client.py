@@ -469,7 +469,11 @@ class ConfluenceClient:
                         status=200,
                     )
                 chunks.append(chunk)
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+        except (
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as error:
             return _Retry(f"download cut off ({type(error).__name__})", None)
         return b"".join(chunks)
 

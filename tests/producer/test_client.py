@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from emulator.model import ContentStatus, ContentType
 from producer.client import ConfluenceClient, redact_url
-from producer.config import parse_sources
+from producer.config import SourceConfig, parse_sources
 from producer.errors import FatalError, RetriableError, SkippableError
 from producer.limiter import RateLimiter
 from tests.producer.conftest import EmulatorSite, StartEmulator
@@ -378,7 +379,9 @@ class BrokenGzipHandler(BaseHTTPRequestHandler):
         del format, args
 
 
-def test_undecodable_gzip_body_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def broken_gzip_source(monkeypatch: pytest.MonkeyPatch) -> Iterator[SourceConfig]:
+    """A source whose server answers every GET with a body that is not valid gzip."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), BrokenGzipHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -391,15 +394,24 @@ def test_undecodable_gzip_body_retried(monkeypatch: pytest.MonkeyPatch) -> None:
         "backoff_initial": 0.01,
         "backoff_max": 0.01,
     }
-    source = parse_sources({"sources": {"gzip": table}})["gzip"]
-    recorder = WaitRecorder()
-    try:
-        with ConfluenceClient(source, sleep=recorder) as client:
-            with pytest.raises(RetriableError, match="undecodable compressed body"):
-                client.get("/space")
-            assert client.stats.api_calls == 3
-            assert client.stats.retries == 2
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    yield parse_sources({"sources": {"gzip": table}})["gzip"]
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_undecodable_gzip_body_retried(broken_gzip_source: SourceConfig) -> None:
+    with ConfluenceClient(broken_gzip_source, sleep=WaitRecorder()) as client:
+        with pytest.raises(RetriableError, match="undecodable compressed body"):
+            client.get("/space")
+
+        assert client.stats.api_calls == 3
+        assert client.stats.retries == 2
+
+
+def test_undecodable_gzip_download_retried(broken_gzip_source: SourceConfig) -> None:
+    with ConfluenceClient(broken_gzip_source, sleep=WaitRecorder()) as client:
+        with pytest.raises(RetriableError, match="download cut off"):
+            client.download("/download/attachments/1/file.txt")
+
+        assert client.stats.api_calls == 3
