@@ -454,7 +454,8 @@ class SourceBatch:
             self._finish_listing(header, "incomplete")
             return
 
-        removed = self._apply_listed_structure(header, listed, cause)
+        covered = set(value.get("content_types") or ()) or set(LINKABLE_TYPES)
+        removed = self._apply_listed_structure(header, listed, covered, cause)
         log.info(
             "structure listing complete space_key=%s listing_id=%s items=%d removed=%d",
             space_key,
@@ -465,14 +466,19 @@ class SourceBatch:
         self._finish_listing(header, "done")
 
     def _apply_listed_structure(
-        self, header: Document, listed: Mapping[str, Document], cause: Cause
+        self,
+        header: Document,
+        listed: Mapping[str, Document],
+        covered: set[str],
+        cause: Cause,
     ) -> int:
-        """Apply a complete listing to the space's known items; return how many were removed."""
+        """Apply a complete listing to the space's known items; return how many were removed.
+
+        Only items of the ``covered`` content types can be missing from the listing.
+        Listings of schema version 1 carry no types and cover pages and blog posts.
+        """
         state = self.state
         started_at = int(header["started_at"])
-        # Pages and blog posts are always listed. Comments and attachments count as listed
-        # only when the listing contains some, because a producer may list pages only.
-        judged_types = set(LINKABLE_TYPES) | {item["type"] for item in listed.values()}
         missing: set[str] = set()
         contained: dict[str, str] = {}
         for content_id in sorted(state.live_item_ids_in_space(header["space_key"])):
@@ -485,7 +491,7 @@ class SourceBatch:
                 contained[content_id] = document["container_id"]
             entry = listed.get(content_id)
             if entry is None:
-                if document["type"] in judged_types:
+                if document["type"] in covered:
                     missing.add(content_id)
                 continue
             self._apply_listed_item(document, entry, listed, started_at, cause)

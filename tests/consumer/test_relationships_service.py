@@ -132,9 +132,11 @@ def listing_value(
     kind: str,
     items: Sequence[dict[str, Any]] = (),
     item_count: int | None = None,
+    content_types: Sequence[str] = ("page", "blogpost"),
 ) -> dict[str, Any]:
     """Return a StructureListing chunk of space DOC."""
     return {
+        "content_types": list(content_types),
         "source_id": SOURCE,
         "job_id": "job-2",
         "space_key": DOC,
@@ -151,14 +153,16 @@ def listing_value(
 
 
 def complete_listing_values(
-    listing_id: str, items: Sequence[dict[str, Any]], chunk_size: int = 2
+    listing_id: str,
+    items: Sequence[dict[str, Any]],
+    content_types: Sequence[str] = ("page", "blogpost"),
 ) -> list[dict[str, Any]]:
-    """Return the chunks of a complete listing of ``items``."""
+    """Return the chunks of a complete listing of ``items``, two items per chunk."""
     values = [
-        listing_value(listing_id, sequence, "items", items[start : start + chunk_size])
-        for sequence, start in enumerate(range(0, len(items), chunk_size))
+        listing_value(listing_id, sequence, "items", items[start : start + 2], None, content_types)
+        for sequence, start in enumerate(range(0, len(items), 2))
     ]
-    values.append(listing_value(listing_id, len(values), "complete", (), len(items)))
+    values.append(listing_value(listing_id, len(values), "complete", (), len(items), content_types))
     return values
 
 
@@ -230,11 +234,14 @@ class Harness:
         return self.consumed(RecordType.STRUCTURE_LISTING, value)
 
     def complete_listing(
-        self, listing_id: str, items: Sequence[dict[str, Any]]
+        self,
+        listing_id: str,
+        items: Sequence[dict[str, Any]],
+        content_types: Sequence[str] = ("page", "blogpost"),
     ) -> list[ConsumedRecord]:
         return [
             self.consumed(RecordType.STRUCTURE_LISTING, value)
-            for value in complete_listing_values(listing_id, items)
+            for value in complete_listing_values(listing_id, items, content_types)
         ]
 
     def handle(self, *records: ConsumedRecord) -> list[EdgeChange]:
@@ -417,22 +424,31 @@ def test_purge_by_complete_listing(harness: Harness) -> None:
     assert not any(doc_id.startswith("listing:L1:") for doc_id in documents)
 
 
-def test_listed_comments_are_judged(harness: Harness) -> None:
+def test_listing_covering_comments_removes_them(harness: Harness) -> None:
     harness.handle_tree()
+    covered = ("page", "blogpost", "comment", "attachment")
     listing = [listed(c) for c in DOC_PAGES]
     listing.append({**listed("1"), "id": "20", "type": "comment", "parent_id": "3"})
+    listing.append({**listed("1"), "id": "30", "type": "attachment", "parent_id": "2"})
 
-    changes = harness.handle(*harness.complete_listing("L1", listing))
+    changes = harness.handle(*harness.complete_listing("L1", listing, covered))
+    without_comments = harness.handle(
+        *harness.complete_listing("L2", listing[:-2] + listing[-1:], covered)
+    )
 
     assert edges_of_changes(changes, "upsert") == set()
     assert edges_of_changes(changes, "remove") == EDGES_OF["21"]
-    assert harness.edges() == expected_edges("21")
+    assert edges_of_changes(without_comments, "remove") == EDGES_OF["20"]
+    assert harness.edges() == expected_edges("20", "21")
 
 
-def test_unlisted_types_are_not_judged(harness: Harness) -> None:
+@pytest.mark.parametrize("covered", [(), ("page", "blogpost")], ids=["version-1", "pages"])
+def test_uncovered_types_are_kept(harness: Harness, covered: tuple[str, ...]) -> None:
     harness.handle_tree()
 
-    changes = harness.handle(*harness.complete_listing("L1", [listed(c) for c in DOC_PAGES]))
+    changes = harness.handle(
+        *harness.complete_listing("L1", [listed(c) for c in DOC_PAGES], covered)
+    )
 
     assert changes == []
     assert harness.edges() == expected_edges()
