@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return up(site, args.timeout)
     except DemoError as error:
         print(f"demo: {error}", file=sys.stderr)
+        print("demo: `make demo-down` stops what the demo started so far", file=sys.stderr)
         return 1
 
 

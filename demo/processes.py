@@ -111,7 +111,11 @@ class BackgroundProcess:
 
     def _is_ours(self, pid: int) -> bool:
         child = _CHILDREN.get(pid)
-        if child is not None and child.poll() is not None:
+        if child is not None:
+            # A child of this interpreter is checked through Popen, because right after
+            # the fork its command line is still this interpreter's, without the marker.
+            if child.poll() is None:
+                return True
             del _CHILDREN[pid]
             return False
         try:

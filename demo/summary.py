@@ -127,6 +127,8 @@ def changed_documents(
         "op": 1,
         "from_id": 1,
         "to_id": 1,
+        "to_space_key": 1,
+        "to_title": 1,
         "key": 1,
         "current": 1,
     }
@@ -154,9 +156,13 @@ def format_changed(documents: list[dict[str, Any]], limit: int = 40) -> list[str
                 f"{document.get('status')} {document.get('title')!r}"
             )
         elif kind == "relationship":
+            # An unresolved link has no target id; show the space key and title it names.
+            target = document.get("to_id") or (
+                f"{document.get('to_space_key')}:{document.get('to_title')!r}"
+            )
             lines.append(
                 f"  edge {document.get('op'):<6} {document.get('from_id')} "
-                f"{document.get('relation')} {document.get('to_id')}"
+                f"{document.get('relation')} {target}"
             )
         else:
             lines.append(f"  space      {document.get('key')}")
