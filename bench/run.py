@@ -11,19 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 from bench.config import DOCS_DIR, FULL, QUICK, ROOT, WORK_DIR, Context, Mode
 from bench.crawl import crawl_benchmark, scale_benchmark
 from bench.emulator_rate import emulator_benchmark
 from bench.produce import producer_benchmark
 from bench.report import Report, Table, render_markdown, report_json, tables_from_json
-from bench.sink import sink_benchmark
+from bench.sink import sink_benchmark, sink_script_table
 from bench.system import describe_machine
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "crawl": lambda ctx: [crawl_benchmark(ctx)],
     "scale": lambda ctx: [scale_benchmark(ctx)],
     "producer": lambda ctx: [producer_benchmark(ctx)],
-    "sink": sink_benchmark,
+    "sink": lambda ctx: [*sink_benchmark(ctx), sink_script_table(ctx)],
 }
 # Table names of each benchmark, to replace them in an existing report with --only.
 TABLE_NAMES = {
@@ -43,7 +45,7 @@ TABLE_NAMES = {
     "crawl": ("crawl",),
     "scale": ("scale",),
     "producer": ("producer",),
-    "sink": ("sink", "consumer-scaling"),
+    "sink": ("sink", "consumer-scaling", "sink-script"),
 }
 TITLE = "confluence-stream benchmarks"
 
@@ -163,8 +165,15 @@ def write_report(report: Report, output_dir: Path) -> None:
     )
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    del frame
+    # SystemExit unwinds the benchmarks, so every emulator and writer they started stops.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

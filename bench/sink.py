@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -31,7 +32,7 @@ from pymongo import MongoClient, UpdateOne
 from bench import produce_worker, profiles
 from bench.config import ROOT, Context
 from bench.emulator import API_TOKEN, USER_EMAIL, Emulator, SiteSettings
-from bench.procs import child_pids, tree_rss_bytes
+from bench.procs import child_pids, run_measured, tree_rss_bytes
 from bench.report import Table, format_percent
 from bench.stats import Summary, ratio
 
@@ -220,12 +221,19 @@ def run_stream_writers(
         client.close()
 
 
-def raw_upserts(ctx: Context, documents: Sequence[dict[str, Any]], database: str) -> float:
-    """Write ``documents`` with raw pymongo bulk upserts; return documents per second."""
+def raw_upserts(
+    ctx: Context, documents: Sequence[dict[str, Any]], database: str
+) -> tuple[float, int]:
+    """Write ``documents`` with raw pymongo bulk upserts until done or time is up.
+
+    Return (documents per second, documents written).
+    """
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri(ctx))
     collection = client[database]["raw_upserts"]
+    written = 0
     try:
         started = time.perf_counter()
+        deadline = started + ctx.mode.sink_seconds
         for start in range(0, len(documents), BATCH_SIZE):
             batch = documents[start : start + BATCH_SIZE]
             operations = [
@@ -237,7 +245,10 @@ def raw_upserts(ctx: Context, documents: Sequence[dict[str, Any]], database: str
                 for document in batch
             ]
             collection.bulk_write(operations, ordered=False)
-        return len(documents) / (time.perf_counter() - started)
+            written += len(batch)
+            if time.perf_counter() >= deadline:
+                break
+        return written / (time.perf_counter() - started), written
     finally:
         client.drop_database(database)
         client.close()
@@ -283,8 +294,8 @@ def sink_benchmark(ctx: Context) -> list[Table]:
             "first rebalance left out).",
             f"Raw pymongo: the writer's documents read back, written with bulk_write of "
             f"UpdateOne filtered on _id, upsert=True, ordered=False, {BATCH_SIZE} per batch.",
-            f"{mode.runs} run(s); medians with (min-max). A writer run stops after "
-            f"{mode.sink_seconds:.0f} s even if the topic is not written to its end.",
+            f"{mode.runs} run(s); medians with (min-max). A writer run, and the raw upserts, "
+            f"stop after {mode.sink_seconds:.0f} s even if not every document is written.",
         ],
     )
     scaling = Table(
@@ -303,6 +314,7 @@ def sink_benchmark(ctx: Context) -> list[Table]:
     writer_counts: dict[int, list[float]] = {1: [], 2: []}
     writer_rss: dict[int, list[float]] = {1: [], 2: []}
     raw_rates: list[float] = []
+    raw_counts: list[float] = []
     incomplete: dict[int, str] = {}
     reason: str | None = None
     profile_note = "Profile: not recorded because the stream writer did not run."
@@ -329,7 +341,9 @@ def sink_benchmark(ctx: Context) -> list[Table]:
                             f"of {mode.sink_documents:,} documents written"
                         )
                 documents = documents_of(ctx, f"bench_sink_{run_id}_{run_index}_1")
-                raw_rates.append(raw_upserts(ctx, documents, f"bench_raw_{run_id}_{run_index}"))
+                rate, written = raw_upserts(ctx, documents, f"bench_raw_{run_id}_{run_index}")
+                raw_rates.append(rate)
+                raw_counts.append(written)
             profile_note = profile_stream_writer(ctx, prefix, run_id)
         except SinkUnavailable as error:
             reason = f"not available: {error}"
@@ -337,7 +351,9 @@ def sink_benchmark(ctx: Context) -> list[Table]:
             if not raw_rates:
                 documents = fallback_documents(ctx, emulator)
                 for run_index in range(mode.runs):
-                    raw_rates.append(raw_upserts(ctx, documents, f"bench_raw_{run_id}_{run_index}"))
+                    rate, written = raw_upserts(ctx, documents, f"bench_raw_{run_id}_{run_index}")
+                raw_rates.append(rate)
+                raw_counts.append(written)
         finally:
             drop_databases(ctx, databases)
 
@@ -355,7 +371,7 @@ def sink_benchmark(ctx: Context) -> list[Table]:
     sink.add_row(
         "raw pymongo bulk upserts",
         raw,
-        None,
+        Summary.of(raw_counts),
         format_percent(ratio(ours, raw)) if ours is not None else "-",
     )
     if reason is not None and ours is None:
@@ -409,3 +425,57 @@ def profile_stream_writer(ctx: Context, prefix: str, run_id: str) -> str:
     return "Where the time goes (docs/profiles/stream-writer.txt): " + profiles.where_time_goes(
         summary
     )
+
+
+SCRIPT = ROOT / "bench" / "sink_throughput.py"
+_SCRIPT_LINE = re.compile(r"^(?P<label>[^:]+?)\s*:\s*(?P<rate>[\d.]+) docs/s")
+
+
+def parse_script_rates(stdout: str) -> dict[str, float]:
+    """Return documents per second by label from the output of ``sink_throughput.py``."""
+    rates: dict[str, float] = {}
+    for line in stdout.splitlines():
+        match = _SCRIPT_LINE.match(line.strip())
+        if match is not None:
+            rates[match["label"]] = float(match["rate"])
+    return rates
+
+
+def sink_script_table(ctx: Context) -> Table:
+    """Run the stream writer's own throughput script and return its rates as a table."""
+    mode = ctx.mode
+    records = min(mode.sink_documents, 2_000)
+    table = Table(
+        name="sink-script",
+        title="Sink ceiling, measured by bench/sink_throughput.py",
+        columns=["Path", "Documents/s"],
+        setup=[
+            f"`python bench/sink_throughput.py --records {records}` (the script's own records "
+            "and batch size; see its docstring), "
+            f"{mode.runs} run(s); medians with (min-max).",
+        ],
+    )
+    if not SCRIPT.exists():
+        table.add_row("bench/sink_throughput.py", "not available: the script does not exist")
+        return table
+    rates: dict[str, list[float]] = {}
+    failure = ""
+    for run_index in range(mode.runs):
+        logger.info("sink_throughput.py run %d of %d", run_index + 1, mode.runs)
+        run = run_measured(
+            [ctx.python, str(SCRIPT), "--records", str(records)],
+            env=ctx.env(PYTHONPATH=str(ROOT)),
+            cwd=ROOT,
+            timeout=mode.timeout_seconds,
+        )
+        parsed = parse_script_rates(run.stdout)
+        if not run.ok or not parsed:
+            failure = f"failed: {run.failure()}"
+            break
+        for label, rate in parsed.items():
+            rates.setdefault(label, []).append(rate)
+    for label, values in rates.items():
+        table.add_row(label, Summary.of(values))
+    if failure:
+        table.add_row("bench/sink_throughput.py", failure)
+    return table
