@@ -102,7 +102,12 @@ Op = Literal["upsert", "remove"]
 
 @dataclass(frozen=True)
 class Cause:
-    """The consumed record an edge change was derived from."""
+    """Where an edge change came from.
+
+    ``topic``, ``partition``, ``offset``, ``job_id`` and ``listing_id`` name the consumed
+    record that caused the change. ``content_id`` and ``content_version`` name the item
+    that owns the edge, at the version the state holds for it.
+    """
 
     topic: str
     partition: int
@@ -570,7 +575,14 @@ class SourceBatch:
             upserts, removes = diff_edges(previous_edges, current_edges)
             if not upserts and not removes:
                 continue
-            cause = self._touched[content_id]
+            # The owner's version goes on every record of its edges, so the records of one
+            # edge never go down in content_version. The stream writer orders an edge's
+            # records by it, even when another item's record or a listing caused the change.
+            cause = dataclasses.replace(
+                self._touched[content_id],
+                content_id=content_id,
+                content_version=int(document["version"]),
+            )
             for key, edge in removes:
                 changes.append(EdgeChange(state.source_id, key, edge, "remove", cause))
             for key, edge in upserts:

@@ -408,6 +408,26 @@ def test_unknown_and_historical_status_are_skipped(harness: Harness) -> None:
     assert harness.edges() == expected_edges()
 
 
+def test_edge_versions_never_decrease(harness: Harness) -> None:
+    harness.handle_tree()
+    harness.handle(harness.content(tree_record("3", version_number=5)))
+    new_page = content(id="5", title="Missing page", ancestor_ids=["1"], fetched_at=FETCHED_AT)
+    resolved = harness.handle(harness.content(new_page))
+    listing = [listed(c) for c in DOC_PAGES if c != "4"]
+    removed = harness.handle(*harness.complete_listing("L1", listing))
+
+    versions: dict[str, list[int | None]] = {}
+    for change in harness.publisher.changes:
+        versions.setdefault(change.key, []).append(change.cause.content_version)
+    for key, sequence in versions.items():
+        assert sequence == sorted(sequence, key=lambda version: version or 0), key
+    link_changes = [c for c in resolved + removed if c.edge.from_id == "3"]
+    assert {(c.cause.content_id, c.cause.content_version) for c in link_changes} == {("3", 5)}
+    assert {c.cause.offset for c in link_changes if c.cause.listing_id is None} == {
+        resolved[0].cause.offset
+    }
+
+
 def test_purge_by_complete_listing(harness: Harness) -> None:
     harness.handle_tree()
     listing = [listed(content_id) for content_id in DOC_PAGES if content_id not in ("3", "4")]
