@@ -202,16 +202,18 @@ class SourceBatch:
             content_version=version,
         )
         seen_at = max(fetched_at, int(document["seen_at"]) if document else 0)
-        self._replace_facts(document, previous, facts, version, seen_at, cause)
+        # A revived tombstone keeps at least its version, so edge versions never decrease.
+        stored_version = max(version, int(document["version"]) if document else 0)
+        self._replace_facts(document, previous, facts, stored_version, seen_at, cause)
 
     @staticmethod
     def _is_stale(document: Document, version: int, fetched_at: int) -> bool:
         stored_version = int(document["version"])
         if document.get("removed"):
-            # A tombstone comes back only with a newer version, or with a record fetched
-            # after the listing that removed the item had started.
+            # The listing that removed the item saw every record fetched before it started,
+            # even a newer version, so only a record fetched after that brings it back.
             removed_at = int(document.get("removed_by_listing_started_at") or 0)
-            return version <= stored_version and fetched_at <= removed_at
+            return fetched_at <= removed_at
         if version != stored_version:
             return version < stored_version
         # The same version again: a redelivery, or a refetch. A record fetched before the

@@ -492,11 +492,13 @@ def test_purged_item_stays_removed(harness: Harness) -> None:
     harness.handle(*harness.complete_listing("L1", listing))
 
     redelivered = harness.handle(harness.content(tree_record("4")))
+    newer_but_fetched_before = harness.handle(harness.content(tree_record("4", version_number=2)))
     recreated = harness.handle(
         harness.content(tree_record("4", fetched_at=LISTING_STARTED_AT + timedelta(hours=1)))
     )
 
     assert redelivered == []
+    assert newer_but_fetched_before == []
     assert edges_of_changes(recreated, "upsert") >= EDGES_OF["4"]
     assert harness.edges() == expected_edges()
 
