@@ -16,9 +16,11 @@ So an item's current edge set is a function of its own facts (``ItemFacts``) and
 publish for an item are the difference between its previous and its current edge set.
 
 Only live items (status ``current`` or ``archived``) have edges. A trashed, deleted or
-draft item has none, so trashing an item removes every edge it owns; edges that other
-items own and that point at it stay until it is purged, because a trashed item can be
-restored. Edges to an item that the lookup reports as removed (purged) are left out.
+draft item has none, so trashing an item removes every edge it owns. Links to it by
+title become unresolved, because only live items resolve titles. The edges of its
+children, comments and attachments and links to it by id stay until it is purged, because
+a trashed item can be restored. Edges to an item that the lookup reports as removed
+(purged) are left out.
 """
 
 from __future__ import annotations

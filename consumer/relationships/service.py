@@ -102,7 +102,7 @@ Op = Literal["upsert", "remove"]
 
 @dataclass(frozen=True)
 class Cause:
-    """Where an edge change came from.
+    """Origin of an edge change.
 
     ``topic``, ``partition``, ``offset``, ``job_id`` and ``listing_id`` name the consumed
     record that caused the change. ``content_id`` and ``content_version`` name the item

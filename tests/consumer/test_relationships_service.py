@@ -55,11 +55,11 @@ def contains(item_type: str, item: str, space: str = DOC) -> Edge:
     return Edge("space", space, Relation.SPACE_CONTAINS, item_type, item)
 
 
-def child(parent: str, page: str, depth_of_parent_chain: Sequence[str]) -> set[Edge]:
+def child(parent: str, page: str, ancestors: Sequence[str]) -> set[Edge]:
     """Return the parent_of and ancestor_of edges of ``page`` under the ancestor chain."""
     edges = {Edge("page", parent, Relation.PARENT_OF, "page", page)}
-    for index, ancestor in enumerate(depth_of_parent_chain):
-        depth = len(depth_of_parent_chain) - index
+    for index, ancestor in enumerate(ancestors):
+        depth = len(ancestors) - index
         edges.add(Edge("page", ancestor, Relation.ANCESTOR_OF, "page", page, depth=depth))
     return edges
 
