@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +41,8 @@ from schemas.topics import Topics
 # into a failure of every test here that runs the server in this process.
 NOT_APP_KEY_WARNING = "ignore::aiohttp.web_exceptions.NotAppKeyWarning"
 HERE = Path(__file__).parent
-REPOSITORY_ROOT = HERE.parents[1]
-BIN = REPOSITORY_ROOT / ".venv" / "bin"
+# The console scripts installed beside the interpreter that runs the tests.
+BIN = Path(sys.executable).parent
 
 API_TOKEN = "e2e-token"
 USER_EMAIL = "crawler@example.com"

@@ -6,24 +6,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from demo.changes import ControlClient, apply_changes, plan_changes
 from emulator.model import ContentStatus, ContentType, Site
 from tests.e2e.conftest import SOURCE_ID, E2ERun, EmulatorSite
 from tests.e2e.expected import body_sha256, crawled_items, expected_edges, stored_edges
 
 EXIT_PARTIAL = 3
-# The relationships consumer publishes the edges that a structure listing removes with
-# derived_from.content_version = null, and the stream writer orders relationship versions
-# by [content_version or -1, derived_at, offset]. So such a remove record sorts below the
-# upsert it replaces and never becomes the current version in source_{id}_stream.
-LISTING_REMOVALS_NOT_CURRENT = pytest.mark.xfail(
-    strict=True,
-    reason="edges removed by a structure listing (trash, purge, move) stay current as "
-    "upserts in the stream collection: their remove records carry no content_version, "
-    "so the stream writer orders them below the upsert",
-)
 
 
 def page_facts(site: Site) -> list[dict[str, Any]]:
@@ -107,7 +95,6 @@ def test_incremental_crawl_carries_only_changes(
         assert previous["current"] is False
 
 
-@LISTING_REMOVALS_NOT_CURRENT
 def test_incremental_edges_follow_moves_and_deletions(
     start_site: Callable[..., EmulatorSite], e2e_run: Callable[[], E2ERun]
 ) -> None:
