@@ -379,6 +379,9 @@ class StreamWriter:
         plan = plan_writes(collapsed, heads, datetime.now(UTC))
         collection = self.database[name]
         self._bulk_write(collection, plan.stream_ops, plan.op_records)
+        # NOTE: a new version costs two upserts, its document and its entity's head, so on a
+        # server where each upsert costs about the same (FerretDB with SQLite) the writer
+        # reaches about half the rate of raw bulk upserts of the version documents alone.
         head_ops = [
             UpdateOne({"_id": head.entity_id}, {"$set": head.document()}, upsert=True)
             for head in plan.heads
