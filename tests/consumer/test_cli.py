@@ -113,6 +113,8 @@ def test_sigkill_restart_has_no_gap(
         killed_status = stop(first, signal.SIGKILL)
     written_before_restart = collection.count_documents({})
 
+    # The restarted member gets partitions only after the broker expires the killed member's
+    # session (librdkafka's session.timeout.ms, 45 s by default), so this wait is long.
     second = start_console_script(env, arguments, tmp_path / "second.log")
     try:
         wait_until(lambda: collection.count_documents({}) >= total, f"{total} documents")
