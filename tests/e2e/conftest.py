@@ -269,6 +269,11 @@ class E2ERun:
         finally:
             log_file.close()
 
+    def crawl_log(self) -> str:
+        """Return the output of the crawl started with ``start_crawl`` so far."""
+        path = self.folder / "crawl-background.log"
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
     def wait_caught_up(self, *consumers: str) -> None:
         """Wait until the groups of ``consumers`` (default: all) have lag 0 everywhere."""
         topics = consumer_topics(self.topics)
