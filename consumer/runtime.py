@@ -123,7 +123,10 @@ class BatchHandler(Protocol):
     ``handle`` returns. Returning None counts every record as written.
 
     A handler may also define ``on_revoke(self) -> None``: the runtime calls it before
-    offsets are committed on partition revocation and at shutdown, to flush state.
+    offsets are committed on partition revocation and at shutdown, to flush state. And
+    ``on_assign(self, partitions: list[tuple[str, int]]) -> None``: the runtime calls it
+    with the (topic, partition) pairs of each new assignment, before any of their records
+    reach ``handle``.
     """
 
     def handle(self, batch: Sequence[ConsumedRecord]) -> HandleResult | None: ...
@@ -657,6 +660,11 @@ class ConsumerRuntime:
             self.options.name,
             _describe_partitions(partitions),
         )
+        on_assign: Callable[[list[tuple[str, int]]], None] | None = getattr(
+            self.handler, "on_assign", None
+        )
+        if on_assign is not None:
+            on_assign([(tp.topic, tp.partition) for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info(

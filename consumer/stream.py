@@ -34,17 +34,43 @@ exactly one version document has ``current: true``: the one with the highest ord
 when versions arrive out of order (version 2, then version 1 keeps version 2 current).
 
 The orders live in ``source_{id}_stream_heads`` (``_id`` = entity id; ``current_id``,
-``current_order``, ``versions`` mapping version key to order), an index of the stream
-collection that costs one read per batch instead of one per record. It is emptied when
-the writer finds the stream collection empty, so dropping the stream collection and
-replaying the topics rebuilds both.
+``current_order``, ``versions`` mapping version key to order, and the ``topic`` and
+``partition`` its records were read from). It is emptied when the writer finds the stream
+collection empty, so dropping the stream collection and replaying the topics rebuilds both.
 
-FerretDB pushes down to SQLite only a filter on a string ``_id``; ``$in`` scans the whole
-collection in Go. Measured with FerretDB 1.24 (SQLite backend) on a shared 2-core
-machine: reading 500 heads among 2,000 took 169 ms with one ``$in`` query and 2.6 s with
-500 ``find_one`` calls, so missing heads are read with one ``$in`` per batch, and heads
-already read stay in a cache while this process owns their partitions. Every write is an
-``UpdateOne`` filtered on ``_id`` alone with ``upsert=True``.
+Why the writes look the way they do: FerretDB 1.24 with its SQLite backend runs every
+update or upsert as a transaction of its own, about 12-100 per second on a loaded 2-core
+machine, while ``insert_many(ordered=False)`` stores 3,000-5,000 documents per second, and
+a ``$in`` filter on ``_id`` scans the whole collection. So the writer
+
+- keeps the heads of its assigned partitions in memory. Each Kafka key, hence each entity,
+  lives in one partition, and one consumer owns a partition at a time. The heads of a
+  (collection, topic, partition) are read with one query the first time a batch touches
+  that partition after an assignment, and dropped on revocation and on a new assignment.
+  No read per batch. Memory is an estimate of 1 KB per entity in CPython for a head with
+  one or two versions (100,000 entities: about 100 MB).
+- inserts version documents and heads of new entities with ``insert_many(ordered=False)``
+  and updates only what changes: a version stored with a lower order (a refetch), the
+  previous current version flipped to ``current: false``, and the head of an entity that
+  got a new version. An older version arriving after a newer one is inserted with
+  ``current: false`` and leaves the current version as it is.
+- treats an entity that has no head in memory as new. A duplicate key error on one of its
+  version documents or on its head insert means it has stored state after all: an earlier
+  attempt of the batch failed before the head write, the partition count of the topic
+  changed so keys moved to other partitions (its head names the old partition), or the
+  head was written before heads carried a partition. Only then are the stored heads of
+  those entities read (one query), and their documents' ``current`` flags and heads are
+  rewritten against them, so no entity ends with two current versions.
+
+A duplicate key error on a version document of an entity whose head is in memory means an
+earlier delivery of the batch crashed before writing the heads; the document is rewritten
+with the decision of this run. Duplicates never decide anything themselves: decisions come
+from the heads. Works the same on MongoDB, which reports duplicates of an unordered
+``insert_many`` the same way.
+
+NOTE: after a partition count change, the previous owner of an entity's old partition
+keeps its head in memory until its next rebalance; it never receives that entity again
+unless the key moves back.
 """
 
 from __future__ import annotations
@@ -53,7 +79,7 @@ import hashlib
 import json
 import logging
 import math
-from collections import OrderedDict
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,7 +105,8 @@ STREAM_INDEXES = ("entity_id", "type", "space_key", "job_id")
 # every fetch or derivation even when the entity did not change.
 _SPACE_VOLATILE_FIELDS = frozenset({"job_id", "fetched_at"})
 _RELATIONSHIP_VOLATILE_FIELDS = frozenset({"job_id", "derived_at", "derived_from"})
-HEAD_CACHE_SIZE = 100_000
+# MongoDB's error code of a duplicate key, also used by FerretDB.
+DUPLICATE_KEY = 11000
 # Replacements of what FerretDB cannot store: "." in keys, "$" at a key's start, NUL in strings.
 _DOT_REPLACEMENT = "\uff0e"
 _DOLLAR_REPLACEMENT = "\uff04"
@@ -219,94 +246,150 @@ def collapse(versions: Iterable[StreamVersion]) -> dict[str, StreamVersion]:
 
 @dataclass
 class Head:
-    """Stored state of one entity: its current version and the order of every version."""
+    """Stored state of one entity: its current version, the order of every version, and
+    the Kafka partition its records were last read from."""
 
     entity_id: str
     current_id: str | None = None
     current_order: Order | None = None
     versions: dict[str, Order] = field(default_factory=dict)
+    topic: str | None = None
+    partition: int | None = None
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Head:
+        return cls(
+            document["_id"],
+            document.get("current_id"),
+            document.get("current_order"),
+            dict(document.get("versions") or {}),
+            document.get("topic"),
+            document.get("partition"),
+        )
+
+    def copy(self) -> Head:
+        return Head(
+            self.entity_id,
+            self.current_id,
+            self.current_order,
+            dict(self.versions),
+            self.topic,
+            self.partition,
+        )
 
     def document(self) -> dict[str, Any]:
         return {
             "current_id": self.current_id,
             "current_order": self.current_order,
             "versions": dict(self.versions),
+            "topic": self.topic,
+            "partition": self.partition,
         }
 
+    def accept(self, versions: Iterable[StreamVersion]) -> tuple[list[StreamVersion], int]:
+        """Record the versions whose order is higher than the stored one of their version key.
 
-class HeadCache:
-    """Least recently used heads of the entities this process writes."""
-
-    def __init__(self, max_size: int = HEAD_CACHE_SIZE) -> None:
-        self._heads: OrderedDict[tuple[str, str], Head] = OrderedDict()
-        self._max_size = max_size
-
-    def get(self, collection: str, entity_id: str) -> Head | None:
-        head = self._heads.get((collection, entity_id))
-        if head is not None:
-            self._heads.move_to_end((collection, entity_id))
-        return head
-
-    def put(self, collection: str, head: Head) -> None:
-        self._heads[(collection, head.entity_id)] = head
-        self._heads.move_to_end((collection, head.entity_id))
-        while len(self._heads) > self._max_size:
-            self._heads.popitem(last=False)
-
-    def clear(self) -> None:
-        self._heads.clear()
+        Return the accepted versions and the number skipped. The current version becomes
+        the one with the highest order of all versions, stored and accepted.
+        """
+        accepted: list[StreamVersion] = []
+        skipped = 0
+        for version in versions:
+            stored = self.versions.get(version.version_key)
+            if stored is not None and stored >= version.order:
+                skipped += 1
+                continue
+            self.versions[version.version_key] = version.order
+            if self.current_order is None or version.order > self.current_order:
+                self.current_id = version.document_id
+                self.current_order = version.order
+            self.topic = version.record.topic
+            self.partition = version.record.partition
+            accepted.append(version)
+        return accepted, skipped
 
 
 @dataclass
 class WritePlan:
-    """The writes of one batch for one stream collection."""
+    """The writes of one batch for one stream collection, in the order they run.
 
-    stream_ops: list[UpdateOne] = field(default_factory=list)
-    op_records: list[ConsumedRecord | None] = field(default_factory=list)
-    heads: list[Head] = field(default_factory=list)
+    ``inserts`` are version documents never stored before. ``updates`` rewrite a stored
+    version with a higher order, or flip the previous current version to
+    ``current: false``. ``new_heads`` are inserted and ``changed_heads`` replaced.
+    ``documents`` maps every written document id to its fields without ``_id``, so a
+    duplicate insert can be turned into an update.
+    """
+
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[UpdateOne] = field(default_factory=list)
+    update_records: list[ConsumedRecord | None] = field(default_factory=list)
+    new_heads: list[Head] = field(default_factory=list)
+    changed_heads: list[Head] = field(default_factory=list)
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, ConsumedRecord] = field(default_factory=dict)
     written: int = 0
     skipped: int = 0
+
+
+def group_by_entity(versions: Mapping[str, StreamVersion]) -> dict[str, list[StreamVersion]]:
+    """Group collapsed versions by entity id, keeping batch order within each entity."""
+    grouped: dict[str, list[StreamVersion]] = {}
+    for version in versions.values():
+        grouped.setdefault(version.entity_id, []).append(version)
+    return grouped
 
 
 def plan_writes(
     versions: Mapping[str, StreamVersion], heads: Mapping[str, Head], now: datetime
 ) -> WritePlan:
-    """Compute the upserts of a collapsed batch against the stored heads.
+    """Compute the writes of a collapsed batch against the heads of its entities.
 
-    ``heads`` is updated in place with the batch's versions. Pure: no I/O.
+    ``heads`` contains the known heads and is updated in place. An entity without a head
+    is planned as new: its versions are inserted and its head goes to ``new_heads``.
+    Pure: no I/O.
     """
     plan = WritePlan()
-    changed: dict[str, Head] = {}
-    for document_id, version in versions.items():
-        head = heads[version.entity_id]
-        stored = head.versions.get(version.version_key)
-        if stored is not None and stored >= version.order:
-            plan.skipped += 1
-            continue
-        head.versions[version.version_key] = version.order
-        changed[head.entity_id] = head
+    for entity_id, entity_versions in group_by_entity(versions).items():
+        known = heads.get(entity_id)
+        head = known if known is not None else Head(entity_id)
         previous_current = head.current_id
-        is_current = head.current_order is None or version.order > head.current_order
-        if is_current:
-            head.current_id = document_id
-            head.current_order = version.order
+        stored_keys = set(head.versions)
+        accepted, skipped = head.accept(entity_versions)
+        plan.skipped += skipped
+        if not accepted:
+            continue
+        rewritten: set[str] = set()
+        for version in accepted:
+            document = version_document(version, head.current_id == version.document_id, now)
+            plan.documents[version.document_id] = document
+            plan.records[version.document_id] = version.record
+            plan.written += 1
+            if version.version_key in stored_keys:
+                rewritten.add(version.document_id)
+                plan.updates.append(_rewrite(version.document_id, document, now))
+                plan.update_records.append(version.record)
+            else:
+                plan.inserts.append(
+                    {"_id": version.document_id, **document, "first_ingested_at": now}
+                )
+        if (
+            previous_current is not None
+            and previous_current != head.current_id
+            and previous_current not in rewritten
+        ):
+            plan.updates.append(_flip_off(previous_current))
+            plan.update_records.append(None)
+        if known is None:
+            plan.new_heads.append(head)
         else:
-            is_current = head.current_id == document_id
-        plan.stream_ops.append(_upsert(version, is_current, now))
-        plan.op_records.append(version.record)
-        plan.written += 1
-        if is_current and previous_current is not None and previous_current != document_id:
-            plan.stream_ops.append(
-                UpdateOne({"_id": previous_current}, {"$set": {"current": False}})
-            )
-            plan.op_records.append(None)
-    plan.heads = list(changed.values())
+            plan.changed_heads.append(head)
     return plan
 
 
-def _upsert(version: StreamVersion, is_current: bool, now: datetime) -> UpdateOne:
+def version_document(version: StreamVersion, is_current: bool, now: datetime) -> dict[str, Any]:
+    """Return the fields of ``version``'s document, without ``_id`` and ``first_ingested_at``."""
     record = version.record
-    document = sanitise(version.fields)
+    document: dict[str, Any] = sanitise(version.fields)
     document.update(
         {
             "entity_type": version.entity_type,
@@ -323,22 +406,34 @@ def _upsert(version: StreamVersion, is_current: bool, now: datetime) -> UpdateOn
             "ingested_at": now,
         }
     )
+    return document
+
+
+def _rewrite(document_id: str, document: dict[str, Any], now: datetime) -> UpdateOne:
     return UpdateOne(
-        {"_id": version.document_id},
+        {"_id": document_id},
         {"$set": document, "$setOnInsert": {"first_ingested_at": now}},
         upsert=True,
     )
 
 
+def _flip_off(document_id: str) -> UpdateOne:
+    return UpdateOne({"_id": document_id}, {"$set": {"current": False}})
+
+
 # The handler
+
+PartitionKey = tuple[str, str, int]
 
 
 class StreamWriter:
     """Batch handler of ``confluence-consumer stream``."""
 
-    def __init__(self, database: Database[dict[str, Any]], cache_size: int = HEAD_CACHE_SIZE):
+    def __init__(self, database: Database[dict[str, Any]]) -> None:
         self.database = database
-        self._cache = HeadCache(cache_size)
+        # Heads of the assigned partitions: (collection, topic, partition) to entity id to
+        # head. A key is present once that partition's heads were loaded from MongoDB.
+        self._heads: dict[PartitionKey, dict[str, Head]] = {}
         self._prepared: set[str] = set()
 
     def prepare(self) -> None:
@@ -367,54 +462,203 @@ class StreamWriter:
             skipped += plan.skipped
         return HandleResult(written=written, skipped=skipped)
 
+    def on_assign(self, partitions: Sequence[tuple[str, int]]) -> None:
+        # Heads of a partition this process owned before may be stale (another member may
+        # have written it meanwhile, e.g. after a lost assignment), so they are read again.
+        assigned = set(partitions)
+        for key in [key for key in self._heads if (key[1], key[2]) in assigned]:
+            del self._heads[key]
+
     def on_revoke(self) -> None:
-        # Another process may write these entities next, so cached heads may go stale.
-        self._cache.clear()
+        # Another process may write these entities next, so the heads in memory may go stale.
+        self._heads.clear()
 
     def _write(self, name: str, versions: list[StreamVersion]) -> WritePlan:
         self._prepare_collection(name)
         collapsed = collapse(versions)
-        entity_ids = {version.entity_id for version in collapsed.values()}
-        heads = self._load_heads(name, entity_ids)
-        plan = plan_writes(collapsed, heads, datetime.now(UTC))
+        known: dict[str, Head] = {}
+        for version in collapsed.values():
+            partition_heads = self._partition_heads(
+                name, version.record.topic, version.record.partition
+            )
+            head = partition_heads.get(version.entity_id)
+            if head is not None:
+                # A copy, so a failed write leaves the heads in memory as they were.
+                known[version.entity_id] = head.copy()
+        now = datetime.now(UTC)
+        plan = plan_writes(collapsed, known, now)
+
+        # Write order: version documents, then flips, then heads. Every decision comes from
+        # the heads, which are written last, so after a crash at any point the redelivered
+        # batch is planned against the heads as they were before it: its version documents
+        # are inserted again (duplicates become updates with the same decision), the flips
+        # run again, and the heads are written. Both runs end in the same documents.
         collection = self.database[name]
-        self._bulk_write(collection, plan.stream_ops, plan.op_records)
-        # NOTE: a new version costs two upserts, its document and its entity's head, so on a
-        # server where each upsert costs about the same (FerretDB with SQLite) the writer
-        # reaches about half the rate of raw bulk upserts of the version documents alone.
-        head_ops = [
-            UpdateOne({"_id": head.entity_id}, {"$set": head.document()}, upsert=True)
-            for head in plan.heads
+        duplicates = self._insert(collection, plan.inserts, plan.records)
+        unknown: set[str] = set()
+        repairs: list[UpdateOne] = []
+        repair_records: list[ConsumedRecord | None] = []
+        for document_id in duplicates:
+            entity_id = plan.documents[document_id]["entity_id"]
+            if entity_id in known:
+                repairs.append(_rewrite(document_id, plan.documents[document_id], now))
+                repair_records.append(plan.records[document_id])
+            else:
+                unknown.add(entity_id)
+        self._bulk_write(collection, plan.updates + repairs, plan.update_records + repair_records)
+        if unknown:
+            self._reconcile(name, unknown, collapsed, plan, now)
+
+        heads_collection = self.database[name + HEADS_SUFFIX]
+        new_heads = [head for head in plan.new_heads if head.entity_id not in unknown]
+        conflicts = self._insert(
+            heads_collection,
+            [{"_id": head.entity_id, **head.document()} for head in new_heads],
+            {},
+        )
+        head_updates = [
+            UpdateOne({"_id": head.entity_id}, {"$set": head.document()})
+            for head in plan.changed_heads
         ]
-        self._bulk_write(self.database[name + HEADS_SUFFIX], head_ops, [None] * len(head_ops))
-        for head in heads.values():
-            self._cache.put(name, head)
+        self._bulk_write(heads_collection, head_updates, [None] * len(head_updates))
+        if conflicts:
+            self._reconcile(name, set(conflicts), collapsed, plan, now)
+
+        for head in [*new_heads, *plan.changed_heads]:
+            if head.entity_id not in conflicts:
+                self._remember(name, head)
         return plan
 
-    def _load_heads(self, name: str, entity_ids: set[str]) -> dict[str, Head]:
-        heads: dict[str, Head] = {}
-        missing: list[str] = []
-        for entity_id in entity_ids:
-            cached = self._cache.get(name, entity_id)
-            if cached is not None:
-                # A copy, so a failed write leaves the cache as it was.
-                heads[entity_id] = Head(
-                    entity_id, cached.current_id, cached.current_order, dict(cached.versions)
-                )
-            else:
-                missing.append(entity_id)
-        if missing:
-            query = {"_id": missing[0]} if len(missing) == 1 else {"_id": {"$in": missing}}
-            for document in self.database[name + HEADS_SUFFIX].find(query):
-                heads[document["_id"]] = Head(
-                    document["_id"],
-                    document.get("current_id"),
-                    document.get("current_order"),
-                    dict(document.get("versions") or {}),
-                )
-        for entity_id in missing:
-            heads.setdefault(entity_id, Head(entity_id))
+    def _reconcile(
+        self,
+        name: str,
+        entity_ids: set[str],
+        collapsed: Mapping[str, StreamVersion],
+        plan: WritePlan,
+        now: datetime,
+    ) -> None:
+        """Rewrite the versions and heads of entities planned as new that have stored state.
+
+        Such an entity was written by an earlier attempt of this batch that failed before
+        its head was written, by this partition's previous owner before the topic's
+        partition count changed (its head names another partition), or by a writer version
+        whose heads carried no partition. Its stored head is read, the batch's versions
+        are judged against it, and every document of the batch and the previous current
+        version get their ``current`` flag set explicitly.
+        """
+        heads_collection = self.database[name + HEADS_SUFFIX]
+        ids = sorted(entity_ids)
+        query: dict[str, Any] = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
+        stored = {
+            document["_id"]: Head.from_document(document)
+            for document in heads_collection.find(query)
+        }
+        log.info(
+            "reading stored heads of entities not in memory collection=%s entities=%d found=%d",
+            name,
+            len(ids),
+            len(stored),
+        )
+        grouped = group_by_entity(
+            {key: version for key, version in collapsed.items() if version.entity_id in entity_ids}
+        )
+        updates: list[UpdateOne] = []
+        records: list[ConsumedRecord | None] = []
+        heads: list[Head] = []
+        for entity_id, entity_versions in grouped.items():
+            head = stored.get(entity_id, Head(entity_id))
+            previous_current = head.current_id
+            accepted, skipped = head.accept(entity_versions)
+            # plan_writes counted every version of a new entity as written.
+            plan.written -= skipped
+            plan.skipped += skipped
+            accepted_ids: set[str] = set()
+            for version in accepted:
+                is_current = head.current_id == version.document_id
+                document = version_document(version, is_current, now)
+                updates.append(_rewrite(version.document_id, document, now))
+                records.append(version.record)
+                accepted_ids.add(version.document_id)
+            if (
+                previous_current is not None
+                and previous_current != head.current_id
+                and previous_current not in accepted_ids
+            ):
+                updates.append(_flip_off(previous_current))
+                records.append(None)
+            heads.append(head)
+        self._bulk_write(self.database[name], updates, records)
+        head_updates = [
+            UpdateOne({"_id": head.entity_id}, {"$set": head.document()}, upsert=True)
+            for head in heads
+        ]
+        self._bulk_write(heads_collection, head_updates, [None] * len(head_updates))
+        for head in heads:
+            self._remember(name, head)
+
+    def _partition_heads(self, name: str, topic: str, partition: int) -> dict[str, Head]:
+        """Return the heads of one partition, read from MongoDB on first use."""
+        key = (name, topic, partition)
+        heads = self._heads.get(key)
+        if heads is None:
+            started = time.monotonic()
+            cursor = self.database[name + HEADS_SUFFIX].find(
+                {"topic": topic, "partition": partition}
+            )
+            heads = {document["_id"]: Head.from_document(document) for document in cursor}
+            self._heads[key] = heads
+            log.info(
+                "heads loaded collection=%s topic=%s partition=%d heads=%d seconds=%.2f",
+                name,
+                topic,
+                partition,
+                len(heads),
+                time.monotonic() - started,
+            )
         return heads
+
+    def _remember(self, name: str, head: Head) -> None:
+        if head.topic is None or head.partition is None:
+            return
+        key = (name, head.topic, head.partition)
+        if key in self._heads:
+            self._heads[key][head.entity_id] = head
+
+    def _insert(
+        self,
+        collection: Collection[dict[str, Any]],
+        documents: list[dict[str, Any]],
+        records: Mapping[str, ConsumedRecord],
+    ) -> list[str]:
+        """Insert ``documents``; return the ids that were stored already.
+
+        A duplicate key error (code 11000) means the document was written before, by an
+        earlier delivery of the same record. Any other write error is raised: as
+        ``PoisonRecordError`` for the record of ``records`` it came from.
+        """
+        if not documents:
+            return []
+        try:
+            collection.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            if is_transient(error):
+                raise
+            duplicates: list[str] = []
+            for write_error in error.details.get("writeErrors", []):
+                document = documents[write_error["index"]]
+                if write_error.get("code") == DUPLICATE_KEY:
+                    duplicates.append(document["_id"])
+                    continue
+                record = records.get(document["_id"])
+                if record is None:
+                    raise
+                raise PoisonRecordError(
+                    record,
+                    f"MongoDB rejected document {document['_id']!r} in {collection.name}: "
+                    f"{write_error.get('errmsg')}",
+                ) from error
+            return duplicates
+        return []
 
     def _bulk_write(
         self,
@@ -469,6 +713,7 @@ class StreamWriter:
                 name,
             )
             heads.drop()
+            self._heads = {key: value for key, value in self._heads.items() if key[0] != name}
         for field_name in STREAM_INDEXES:
             collection.create_index([(field_name, ASCENDING)], name=f"{field_name}_1")
         self._prepared.add(name)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
+
+import pytest
+from pymongo import MongoClient, UpdateOne
+from pymongo.collection import Collection
+from pymongo.database import Database
 
 from consumer.runtime import ConsumedRecord, ConsumerOptions
 from consumer.stream import (
@@ -16,6 +22,7 @@ from consumer.stream import (
     collapse,
     plan_writes,
     sanitise,
+    stream_collection_name,
     to_version,
 )
 from schemas.catalogue import RecordType
@@ -106,41 +113,294 @@ def test_collapse_keeps_highest_order() -> None:
 def test_plan_keeps_newer_version_current() -> None:
     v2 = to_version(consumed(RecordType.CONTENT, sample_content(version_number=2), 1))
     v1 = to_version(consumed(RecordType.CONTENT, sample_content(version_number=1), 2))
-    heads = {"content:98487": Head("content:98487")}
+    heads: dict[str, Head] = {}
 
     first = plan_writes(collapse([v2]), heads, FETCHED_AT)
+    heads = {head.entity_id: head for head in first.new_heads}
     second = plan_writes(collapse([v1]), heads, FETCHED_AT)
 
     assert first.written == 1
     assert second.written == 1
     assert heads["content:98487"].current_id == "content:98487@v2"
-    update: dict[str, Any] = second.stream_ops[0]._doc  # type: ignore[assignment]
-    assert update["$set"]["current"] is False
+    assert second.updates == []
+    (inserted,) = second.inserts
+    assert inserted["_id"] == "content:98487@v1"
+    assert inserted["current"] is False
+
+
+def test_plan_new_entity_inserts_head() -> None:
+    v1 = to_version(consumed(RecordType.CONTENT, sample_content(version_number=1), 1, 3))
+    v2 = to_version(consumed(RecordType.CONTENT, sample_content(version_number=2), 2, 3))
+
+    plan = plan_writes(collapse([v2, v1]), {}, FETCHED_AT)
+
+    assert plan.updates == []
+    assert {document["_id"]: document["current"] for document in plan.inserts} == {
+        "content:98487@v1": False,
+        "content:98487@v2": True,
+    }
+    (head,) = plan.new_heads
+    assert head.current_id == "content:98487@v2"
+    assert head.partition == 3
+    assert plan.changed_heads == []
 
 
 def test_plan_flips_previous_current() -> None:
     v1 = to_version(consumed(RecordType.CONTENT, sample_content(version_number=1), 1))
     v2 = to_version(consumed(RecordType.CONTENT, sample_content(version_number=2), 2))
-    heads = {"content:98487": Head("content:98487")}
-    plan_writes(collapse([v1]), heads, FETCHED_AT)
+    heads = {head.entity_id: head for head in plan_writes(collapse([v1]), {}, FETCHED_AT).new_heads}
 
     plan = plan_writes(collapse([v2]), heads, FETCHED_AT)
 
-    assert len(plan.stream_ops) == 2
-    assert plan.stream_ops[1]._filter == {"_id": "content:98487@v1"}
-    assert plan.stream_ops[1]._doc == {"$set": {"current": False}}
+    assert [document["_id"] for document in plan.inserts] == ["content:98487@v2"]
+    assert len(plan.updates) == 1
+    assert plan.updates[0]._filter == {"_id": "content:98487@v1"}
+    assert plan.updates[0]._doc == {"$set": {"current": False}}
+    assert [head.entity_id for head in plan.changed_heads] == ["content:98487"]
+
+
+def test_plan_rewrites_newer_refetch() -> None:
+    older = to_version(consumed(RecordType.CONTENT, sample_content(title="old"), 3))
+    newer = to_version(consumed(RecordType.CONTENT, sample_content(title="new"), 8))
+    heads = {
+        head.entity_id: head for head in plan_writes(collapse([older]), {}, FETCHED_AT).new_heads
+    }
+
+    plan = plan_writes(collapse([newer]), heads, FETCHED_AT)
+
+    assert plan.inserts == []
+    (update,) = plan.updates
+    assert update._filter == {"_id": "content:98487@v1"}
+    fields: dict[str, Any] = update._doc["$set"]  # type: ignore[call-overload]
+    assert fields["title"] == "new"
+    assert fields["current"] is True
 
 
 def test_plan_skips_stale_refetch() -> None:
     newer = to_version(consumed(RecordType.CONTENT, sample_content(), 8))
     older = to_version(consumed(RecordType.CONTENT, sample_content(), 3))
-    heads = {"content:98487": Head("content:98487")}
-    plan_writes(collapse([newer]), heads, FETCHED_AT)
+    heads = {
+        head.entity_id: head for head in plan_writes(collapse([newer]), {}, FETCHED_AT).new_heads
+    }
 
     plan = plan_writes(collapse([older]), heads, FETCHED_AT)
 
     assert plan.written == 0
     assert plan.skipped == 1
+    assert plan.inserts == []
+    assert plan.updates == []
+
+
+# Handler against the MongoDB-protocol server, without Kafka
+
+SOURCE = sample_content()["source_id"]
+STREAM = stream_collection_name(SOURCE)
+
+
+@pytest.fixture
+def database(mongo_uri: str) -> Iterator[Database[dict[str, Any]]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
+    name = f"test_stream_{uuid.uuid4().hex[:10]}"
+    try:
+        yield client[name]
+    finally:
+        client.drop_database(name)
+        client.close()
+
+
+class SimulatedCrash(Exception):
+    """Raised by ``CrashBeforeHeads`` in place of the first write to a heads collection."""
+
+
+class CrashBeforeHeads(StreamWriter):
+    """A stream writer that fails like a killed process right before writing heads.
+
+    Setting ``crash`` to False makes it write normally, as a retry after a transient error.
+    """
+
+    crash = True
+
+    def _insert(
+        self,
+        collection: Collection[dict[str, Any]],
+        documents: list[dict[str, Any]],
+        records: Mapping[str, ConsumedRecord],
+    ) -> list[str]:
+        if self.crash and collection.name.endswith(HEADS_SUFFIX):
+            raise SimulatedCrash(collection.name)
+        return super()._insert(collection, documents, records)
+
+    def _bulk_write(
+        self,
+        collection: Collection[dict[str, Any]],
+        operations: list[UpdateOne],
+        records: Sequence[ConsumedRecord | None],
+    ) -> None:
+        if self.crash and collection.name.endswith(HEADS_SUFFIX):
+            raise SimulatedCrash(collection.name)
+        super()._bulk_write(collection, operations, records)
+
+
+def content(page_id: str, version: int, offset: int, partition: int = 0) -> ConsumedRecord:
+    value = sample_content(id=page_id, version_number=version, title=f"{page_id} v{version}")
+    return consumed(RecordType.CONTENT, value, offset, partition)
+
+
+def current_ids(database: Database[dict[str, Any]]) -> list[str]:
+    return sorted(document["_id"] for document in database[STREAM].find({"current": True}))
+
+
+def head_currents(database: Database[dict[str, Any]]) -> dict[str, str]:
+    heads = database[STREAM + HEADS_SUFFIX].find()
+    return {head["_id"]: head["current_id"] for head in heads}
+
+
+def test_handler_writes_versions_and_heads(database: Database[dict[str, Any]]) -> None:
+    writer = StreamWriter(database)
+
+    result = writer.handle([content("1", 1, 0), content("1", 2, 1), content("2", 1, 2)])
+
+    assert result.written == 3
+    assert current_ids(database) == ["content:1@v2", "content:2@v1"]
+    assert database[STREAM].count_documents({}) == 3
+    head = database[STREAM + HEADS_SUFFIX].find_one({"_id": "content:1"})
+    assert head is not None
+    assert head["current_id"] == "content:1@v2"
+    assert head["topic"] == "t"
+    assert head["partition"] == 0
+    assert sorted(head["versions"]) == ["v1", "v2"]
+
+
+def test_crash_before_heads_then_redelivery(database: Database[dict[str, Any]]) -> None:
+    StreamWriter(database).handle([content("1", 1, 0), content("2", 1, 1)])
+    batch = [content("1", 2, 2), content("2", 3, 3), content("3", 1, 4), content("2", 2, 5)]
+    with pytest.raises(SimulatedCrash):
+        CrashBeforeHeads(database).handle(batch)
+
+    # The restarted process receives the batch again, with one more record after it.
+    restarted = StreamWriter(database)
+    restarted.handle([*batch, content("1", 3, 6)])
+
+    assert current_ids(database) == ["content:1@v3", "content:2@v3", "content:3@v1"]
+    assert head_currents(database) == {
+        "content:1": "content:1@v3",
+        "content:2": "content:2@v3",
+        "content:3": "content:3@v1",
+    }
+    assert database[STREAM].count_documents({}) == 7
+
+
+def test_crash_of_new_entities_then_redelivery(database: Database[dict[str, Any]]) -> None:
+    batch = [content("1", 1, 0), content("1", 2, 1), content("2", 1, 2)]
+    with pytest.raises(SimulatedCrash):
+        CrashBeforeHeads(database).handle(batch)
+
+    # The batch comes back split in two, as when the restarted consumer polls fewer records.
+    restarted = StreamWriter(database)
+    restarted.handle(batch[:1])
+    restarted.handle(batch[1:])
+
+    assert current_ids(database) == ["content:1@v2", "content:2@v1"]
+    assert head_currents(database) == {"content:1": "content:1@v2", "content:2": "content:2@v1"}
+
+
+def test_retry_in_same_writer_after_failure(database: Database[dict[str, Any]]) -> None:
+    writer = CrashBeforeHeads(database)
+    with pytest.raises(SimulatedCrash):
+        writer.handle([content("1", 1, 0)])
+    # The same instance retries, as after a transient error, now with working head writes.
+    writer.crash = False
+    writer.handle([content("1", 1, 0), content("1", 2, 1)])
+
+    assert current_ids(database) == ["content:1@v2"]
+    assert head_currents(database) == {"content:1": "content:1@v2"}
+
+
+def test_older_version_after_newer(database: Database[dict[str, Any]]) -> None:
+    writer = StreamWriter(database)
+    writer.handle([content("1", 2, 0)])
+
+    result = writer.handle([content("1", 1, 1)])
+
+    assert result.written == 1
+    older = database[STREAM].find_one({"_id": "content:1@v1"})
+    assert older is not None
+    assert older["current"] is False
+    assert older["title"] == "1 v1"
+    assert current_ids(database) == ["content:1@v2"]
+    assert head_currents(database) == {"content:1": "content:1@v2"}
+
+
+def test_redelivered_batch_is_skipped(database: Database[dict[str, Any]]) -> None:
+    writer = StreamWriter(database)
+    batch = [content("1", 1, 0), content("1", 2, 1)]
+    writer.handle(batch)
+
+    result = writer.handle(batch)
+
+    assert result.written == 0
+    assert result.skipped == 2
+    assert current_ids(database) == ["content:1@v2"]
+
+
+def test_reassigned_partition_loads_heads(database: Database[dict[str, Any]]) -> None:
+    first = StreamWriter(database)
+    first.on_assign([("t", 0), ("t", 1)])
+    first.handle([content("1", 1, 0, partition=0), content("2", 1, 0, partition=1)])
+    first.on_revoke()
+
+    # Partition 0 moves to a new instance, which continues from the stored heads.
+    second = StreamWriter(database)
+    second.on_assign([("t", 0)])
+    second.handle([content("1", 2, 1, partition=0), content("1", 1, 0, partition=0)])
+    assert current_ids(database) == ["content:1@v2", "content:2@v1"]
+
+    # Partition 0 comes back to the first instance, whose earlier heads are stale.
+    first.on_assign([("t", 0)])
+    first.handle([content("1", 3, 2, partition=0)])
+
+    assert current_ids(database) == ["content:1@v3", "content:2@v1"]
+    assert head_currents(database) == {"content:1": "content:1@v3", "content:2": "content:2@v1"}
+    assert database[STREAM].count_documents({}) == 4
+
+
+def test_lost_partition_reassigned_reloads(database: Database[dict[str, Any]]) -> None:
+    first = StreamWriter(database)
+    first.handle([content("1", 1, 0)])
+    # The first instance loses partition 0 without a revocation, as after a session timeout.
+    StreamWriter(database).handle([content("1", 2, 1)])
+
+    first.on_assign([("t", 0)])
+    first.handle([content("1", 3, 2)])
+
+    assert current_ids(database) == ["content:1@v3"]
+
+
+def test_key_moved_to_other_partition(database: Database[dict[str, Any]]) -> None:
+    StreamWriter(database).handle([content("1", 1, 0, partition=0), content("1", 2, 1)])
+
+    # After a partition count change the same entity arrives on partition 1.
+    writer = StreamWriter(database)
+    writer.handle([content("1", 3, 0, partition=1), content("2", 1, 1, partition=1)])
+
+    assert current_ids(database) == ["content:1@v3", "content:2@v1"]
+    head = database[STREAM + HEADS_SUFFIX].find_one({"_id": "content:1"})
+    assert head is not None
+    assert head["partition"] == 1
+    assert sorted(head["versions"]) == ["v1", "v2", "v3"]
+
+
+def test_moved_key_with_older_version(database: Database[dict[str, Any]]) -> None:
+    StreamWriter(database).handle([content("1", 2, 5, partition=0)])
+
+    writer = StreamWriter(database)
+    writer.handle([content("1", 1, 0, partition=1)])
+    writer.handle([content("1", 2, 5, partition=1)])
+
+    assert current_ids(database) == ["content:1@v2"]
+    older = database[STREAM].find_one({"_id": "content:1@v1"})
+    assert older is not None
+    assert older["current"] is False
 
 
 # Against Kafka and the MongoDB-protocol server
