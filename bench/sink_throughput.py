@@ -1,18 +1,23 @@
-"""Measure the stream writer's documents per second against raw pymongo bulk upserts.
+"""Measure the stream writer's documents per second against raw pymongo writes.
 
     .venv/bin/python bench/sink_throughput.py [--records N] [--batch-size B] [--body-bytes S]
+        [--runs R]
 
 Uses the Kafka broker and MongoDB-protocol server named by ``KAFKA_BOOTSTRAP_SERVERS`` and
 ``MONGODB_URI`` (default 127.0.0.1:9092 and mongodb://127.0.0.1:27017), with a topic
-prefix and databases of its own that it deletes at the end. Three runs write the same N
-content records:
+prefix and databases of its own that it deletes at the end. Each run writes the same N
+content records four ways:
 
 1. end to end: the stream writer consuming them from Kafka (decode, version guard, writes);
 2. handler only: ``StreamWriter.handle`` on batches already decoded;
-3. raw: ``bulk_write`` of ``UpdateOne({_id}, {$set: document}, upsert=True)`` of the
-   documents run 2 wrote, in batches of the same size, into an empty collection.
+3. raw upserts: ``bulk_write`` of ``UpdateOne({_id}, {$set: document}, upsert=True)`` of
+   the documents run 2 wrote, in batches of the same size, into an empty collection;
+4. raw inserts: ``insert_many(ordered=False)`` of the same documents, same batches, into
+   an empty collection.
 
-It prints documents per second of each and the ratios to the raw rate.
+Runs 3 and 4 are ceilings: they write the documents and nothing else. It prints the
+documents per second of each way, per run and as the median over ``--runs`` runs, and the
+median rates of the stream writer as fractions of both ceilings.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import statistics
 import threading
 import time
 import uuid
@@ -80,15 +86,8 @@ def content_record(number: int, body_bytes: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=2000, help="records per run (default 2000)")
-    parser.add_argument("--batch-size", type=int, default=500, help="batch size (default 500)")
-    parser.add_argument(
-        "--body-bytes", type=int, default=2000, help="body size per record (default 2000)"
-    )
-    args = parser.parse_args()
-
+def measure(records: list[dict[str, Any]], batch_size: int) -> dict[str, float]:
+    """Write ``records`` the four ways of the module docstring; return docs/s of each."""
     run_id = uuid.uuid4().hex[:8]
     environ = {
         "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
@@ -101,11 +100,16 @@ def main() -> None:
     admin = AdminClient(admin_config(settings, "bench-admin"))
     ensure_topics(admin, topics.specs(), partitions=1, replication_factor=1)
     client: MongoClient[dict[str, Any]] = MongoClient(environ["MONGODB_URI"], tz_aware=True)
-    databases = [f"bench_e2e_{run_id}", f"bench_handler_{run_id}", f"bench_raw_{run_id}"]
+    databases = [
+        f"bench_e2e_{run_id}",
+        f"bench_handler_{run_id}",
+        f"bench_raw_{run_id}",
+        f"bench_insert_{run_id}",
+    ]
     collection_name = stream_collection_name(SOURCE_ID)
+    count = len(records)
     try:
         codec = SingleObjectCodec()
-        records = [content_record(number, args.body_bytes) for number in range(args.records)]
         producer = Producer(producer_config(settings, "bench-producer"))
         for record in records:
             key = content_key(SOURCE_ID, record["id"])
@@ -120,7 +124,7 @@ def main() -> None:
             name="bench-stream",
             group_id=f"bench-{run_id}",
             topics=[topics.content],
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             batch_timeout_s=0.5,
             log_interval_s=3600,
         )
@@ -129,7 +133,7 @@ def main() -> None:
         thread = threading.Thread(target=runtime.run, daemon=True)
         started = time.perf_counter()
         thread.start()
-        while runtime.metrics.snapshot().written < args.records:
+        while runtime.metrics.snapshot().written < count:
             time.sleep(0.01)
         end_to_end_s = time.perf_counter() - started
         runtime.stop_event.set()
@@ -142,8 +146,8 @@ def main() -> None:
         ]
         writer = StreamWriter(client[databases[1]])
         started = time.perf_counter()
-        for first in range(0, len(consumed), args.batch_size):
-            writer.handle(consumed[first : first + args.batch_size])
+        for first in range(0, count, batch_size):
+            writer.handle(consumed[first : first + batch_size])
         handler_s = time.perf_counter() - started
 
         # 3. Raw bulk upserts of the same documents.
@@ -151,17 +155,25 @@ def main() -> None:
         raw = client[databases[2]][collection_name]
         raw.create_index("entity_id")
         started = time.perf_counter()
-        for first in range(0, len(documents), args.batch_size):
+        for first in range(0, len(documents), batch_size):
             operations = [
                 UpdateOne(
                     {"_id": document["_id"]},
                     {"$set": {k: v for k, v in document.items() if k != "_id"}},
                     upsert=True,
                 )
-                for document in documents[first : first + args.batch_size]
+                for document in documents[first : first + batch_size]
             ]
             raw.bulk_write(operations, ordered=False)
-        raw_s = time.perf_counter() - started
+        upsert_s = time.perf_counter() - started
+
+        # 4. Raw inserts of the same documents.
+        inserted = client[databases[3]][collection_name]
+        inserted.create_index("entity_id")
+        started = time.perf_counter()
+        for first in range(0, len(documents), batch_size):
+            inserted.insert_many(documents[first : first + batch_size], ordered=False)
+        insert_s = time.perf_counter() - started
     finally:
         for name in databases:
             client.drop_database(name)
@@ -169,19 +181,48 @@ def main() -> None:
         names = [spec.name for spec in topics.specs()]
         for future in admin.delete_topics(names, operation_timeout=30).values():
             future.result()
+    return {
+        "raw upserts": count / upsert_s,
+        "raw inserts": count / insert_s,
+        "stream writer, handler": count / handler_s,
+        "stream writer, from Kafka": count / end_to_end_s,
+    }
 
-    count = args.records
-    raw_rate = count / raw_s
-    print(f"records={count} batch_size={args.batch_size} body_bytes={args.body_bytes}")
-    print(f"raw pymongo bulk upserts : {raw_rate:8.0f} docs/s")
-    print(
-        f"stream writer, handler  : {count / handler_s:8.0f} docs/s "
-        f"({count / handler_s / raw_rate:.0%} of raw)"
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=2000, help="records per run (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=500, help="batch size (default 500)")
+    parser.add_argument(
+        "--body-bytes", type=int, default=2000, help="body size per record (default 2000)"
     )
-    print(
-        f"stream writer, from Kafka: {count / end_to_end_s:8.0f} docs/s "
-        f"({count / end_to_end_s / raw_rate:.0%} of raw)"
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs to take the median of (default 3)"
     )
+    args = parser.parse_args()
+    if args.records < 1 or args.batch_size < 1 or args.runs < 1:
+        parser.error(
+            f"--records {args.records}, --batch-size {args.batch_size} and --runs {args.runs} "
+            f"must each be 1 or more"
+        )
+
+    records = [content_record(number, args.body_bytes) for number in range(args.records)]
+    print(f"records={args.records} batch_size={args.batch_size} body_bytes={args.body_bytes}")
+    results: list[dict[str, float]] = []
+    for run in range(1, args.runs + 1):
+        rates = measure(records, args.batch_size)
+        results.append(rates)
+        print(f"run {run}: " + ", ".join(f"{name} {rate:.0f}" for name, rate in rates.items()))
+
+    medians = {name: statistics.median(r[name] for r in results) for name in results[0]}
+    print(f"median docs/s over {args.runs} runs:")
+    for name in ("raw inserts", "raw upserts"):
+        print(f"  {name:26}: {medians[name]:8.0f}")
+    for name in ("stream writer, handler", "stream writer, from Kafka"):
+        print(
+            f"  {name:26}: {medians[name]:8.0f} ({medians[name] / medians['raw inserts']:.0%} "
+            f"of raw inserts, {medians[name] / medians['raw upserts']:.0%} of raw upserts)"
+        )
 
 
 if __name__ == "__main__":
