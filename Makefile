@@ -44,10 +44,11 @@ clean:
 CORPUS ?=
 PAGES ?= 2000
 SPACE_KEYS ?=
+TIMEOUT ?= 1800
 
 demo: install
-	$(BIN)/python -m demo up --pages $(PAGES) $(if $(CORPUS),--corpus $(CORPUS)) \
-		$(if $(SPACE_KEYS),--space-keys $(SPACE_KEYS))
+	$(BIN)/python -m demo up --pages $(PAGES) --timeout $(TIMEOUT) \
+		$(if $(CORPUS),--corpus $(CORPUS)) $(if $(SPACE_KEYS),--space-keys $(SPACE_KEYS))
 
 demo-down:
 	$(BIN)/python -m demo down

@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     up_parser = commands.add_parser(
         "up", help="start everything, crawl, change the site, crawl again and summarise"
     )
+
     up_parser.add_argument(
         "--pages", type=int, default=2000, help="pages of the generated site (default 2000)"
     )
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1800.0,
         help="seconds to wait for the consumers to catch up after each crawl (default 1800)",
     )
+
     commands.add_parser(
         "down", help="stop the emulator, the consumers and the services the demo started"
     )

@@ -90,12 +90,12 @@ def plan_changes(pages: Iterable[Mapping[str, Any]]) -> list[Change]:
             "demo changes five, so generate a larger site"
         )
     edit_a, edit_b, moved, trashed, purged = leaves[:5]
-    taken = {page["id"] for page in (edit_a, edit_b, moved, trashed, purged)}
+    changed_ids = {page["id"] for page in (edit_a, edit_b, moved, trashed, purged)}
     candidates = [
         page
         for page in current
         if page["space_key"] == moved["space_key"]
-        and page["id"] not in taken
+        and page["id"] not in changed_ids
         and page["id"] != moved.get("parent_id")
     ]
     if not candidates:

@@ -29,7 +29,7 @@ from connections.kafka import admin_config
 from connections.settings import load_settings
 from demo import summary
 from demo.changes import ControlClient, apply_changes, plan_changes
-from demo.lag import CatchUpTimeout, GroupTopics, wait_for_catch_up
+from demo.lag import CatchUpTimeout, ConsumerStopped, GroupTopics, wait_for_catch_up
 from demo.processes import BackgroundProcess
 from infra import ferretdb, kafka
 from schemas.topics import Topics
@@ -343,8 +343,13 @@ def wait_for_consumers(folder: Path, state: RunState, timeout: float) -> float:
     say(f"waiting until every consumer group has lag 0 (at most {timeout:.0f} s)")
     try:
         return wait_for_catch_up(admin, groups, timeout, report=report, still_running=dead_consumer)
-    except CatchUpTimeout as error:
+    except ConsumerStopped as error:
         raise DemoError(str(error)) from None
+    except CatchUpTimeout as error:
+        raise DemoError(
+            f"{error}. Read the consumer logs {folder}/consumer-*.log, or wait longer with "
+            "`make demo TIMEOUT=SECONDS`"
+        ) from None
 
 
 # Output
