@@ -31,6 +31,8 @@ class Mode:
     sink_documents: int
     # A stream writer run stops after this long even if the topic is not written yet.
     sink_seconds: float
+    # Records per run of bench/sink_throughput.py, which has no time limit of its own.
+    sink_script_records: int
     emulator_rate_seconds: float
     timeout_seconds: float
 
@@ -46,6 +48,7 @@ FULL = Mode(
     produce_records=50_000,
     sink_documents=50_000,
     sink_seconds=180.0,
+    sink_script_records=2_000,
     emulator_rate_seconds=20.0,
     timeout_seconds=3600.0,
 )
@@ -60,6 +63,7 @@ QUICK = Mode(
     produce_records=5_000,
     sink_documents=5_000,
     sink_seconds=60.0,
+    sink_script_records=500,
     emulator_rate_seconds=5.0,
     timeout_seconds=900.0,
 )

@@ -444,7 +444,7 @@ def parse_script_rates(stdout: str) -> dict[str, float]:
 def sink_script_table(ctx: Context) -> Table:
     """Run the stream writer's own throughput script and return its rates as a table."""
     mode = ctx.mode
-    records = min(mode.sink_documents, 2_000)
+    records = mode.sink_script_records
     table = Table(
         name="sink-script",
         title="Sink ceiling, measured by bench/sink_throughput.py",
