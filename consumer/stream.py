@@ -42,9 +42,9 @@ Why the writes look the way they do: FerretDB 1.24 with its SQLite backend runs 
 update or upsert as a transaction of its own, while ``insert_many(ordered=False)`` writes
 a batch at once, and a ``$in`` filter on ``_id`` scans the whole collection. Medians of
 ``bench/sink_throughput.py`` (3 runs of 1,000 content records of 2 KB, batches of 500, on
-a shared and loaded 2-core machine): bulk upserts 46 documents/s, ``insert_many`` 2,085,
-this writer's handler 1,643 (41 when it upserted every document and its head). So the
-writer
+a shared and loaded 2-core machine, two sessions): bulk upserts 46 and 66 documents/s,
+``insert_many`` 2,085 and 2,820, this writer's handler 1,643, and 41 for the earlier
+writer that upserted every document and its head. So the writer
 
 - keeps the heads of its assigned partitions in memory. Each Kafka key, hence each entity,
   lives in one partition, and one consumer owns a partition at a time. The heads of a
