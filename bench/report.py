@@ -122,7 +122,10 @@ def render_table(table: Table) -> str:
 def render_markdown(report: Report) -> str:
     """Render the whole report as Markdown."""
     lines = [f"# {report.title}", ""]
-    lines.append(f"Generated {report.generated_at} in {report.mode} mode.")
+    lines.append(
+        f"Generated {report.generated_at} by a {report.mode} run. Each table states when and "
+        "in which mode it was measured, because `--only` keeps the other tables of a report."
+    )
     lines.append("")
     lines.append("| Machine | |")
     lines.append("| --- | --- |")

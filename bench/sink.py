@@ -4,13 +4,14 @@ The stream writer (``confluence-consumer stream``) runs as one or two processes 
 fresh consumer group over a content topic that contains a known number of Content records.
 Its rate is the documents in ``source_bench_stream`` divided by the time from the first
 document to the last, so process start-up and the group's first rebalance are left
-out; the collection is counted every ``POLL_SECONDS``. The baseline writes the same
+out. The collection is counted every ``POLL_SECONDS``. The baseline writes the same
 documents, read back from the writer's collection, with raw pymongo ``bulk_write`` of
 ``UpdateOne(..., upsert=True)`` filtered on ``_id``, in batches of ``BATCH_SIZE``, into a
-fresh collection of the same server.
+fresh collection of the same server. Both stop after the mode's ``sink_seconds`` and
+rate the documents written so far, because a slow server would otherwise stall the run.
 
 When the writer cannot run, the baseline writes documents built from the same records
-(``_id`` = record key and version) and the writer's rows say why it is missing.
+(``_id`` = record key and version) and the writer's rows give the reason.
 """
 
 from __future__ import annotations

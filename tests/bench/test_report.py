@@ -99,7 +99,7 @@ def test_render_markdown_has_machine_and_tables() -> None:
     )
     text = render_markdown(report)
     assert text.startswith("# Benchmarks\n")
-    assert "Generated 2026-01-02 03:04 UTC in quick mode." in text
+    assert "Generated 2026-01-02 03:04 UTC by a quick run." in text
     assert "| Cores | 2 |" in text
     assert "| CPU | Example CPU |" in text
     assert "Numbers are noisy." in text
