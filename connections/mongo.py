@@ -14,6 +14,11 @@ log = logging.getLogger(__name__)
 
 # Fail start-up within 10 s when no server responds, instead of pymongo's 30 s default.
 SERVER_SELECTION_TIMEOUT_MS = 10_000
+# pymongo waits forever for a reply by default, so a server that stops answering would
+# block a consumer silently, even through SIGTERM. A timeout turns that into a
+# NetworkTimeout, which consumers retry with backoff and log. Two minutes leaves room for
+# a slow bulk write on FerretDB's SQLite backend, which applies updates one at a time.
+SOCKET_TIMEOUT_MS = 120_000
 
 MongoDocument = dict[str, Any]
 
@@ -31,6 +36,7 @@ def create_client(settings: Settings, appname: str, **options: Any) -> MongoClie
         "tz_aware": True,
         "appname": appname,
         "serverSelectionTimeoutMS": SERVER_SELECTION_TIMEOUT_MS,
+        "socketTimeoutMS": SOCKET_TIMEOUT_MS,
     }
     if mongo.tls_ca_file is not None:
         kwargs["tls"] = True

@@ -380,6 +380,7 @@ def test_mongo_client_options() -> None:
         assert options.pool_options.metadata["application"]["name"] == "settings-test"
         assert options.codec_options.tz_aware is True
         assert options.server_selection_timeout == 10
+        assert options.pool_options.socket_timeout == 120
         assert get_database(client, settings).name == "wiki"
     finally:
         client.close()
