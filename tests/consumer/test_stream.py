@@ -587,3 +587,34 @@ def test_dropped_collection_rebuilds(consumer_env: Callable[..., ConsumerEnv]) -
     consumer.stop()
 
     assert [document["_id"] for document in collection.find()] == ["content:50@v1"]
+
+
+class AssignmentRecorder(StreamWriter):
+    """A stream writer that keeps every assignment the runtime passes to it."""
+
+    def __init__(self, database: Database[dict[str, Any]]) -> None:
+        super().__init__(database)
+        self.assigned: list[tuple[str, int]] = []
+
+    def on_assign(self, partitions: Sequence[tuple[str, int]]) -> None:
+        self.assigned.extend(partitions)
+        super().on_assign(partitions)
+
+
+def test_runtime_passes_assignment(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    env = consumer_env()
+    publisher = RecordPublisher(env)
+    publisher.publish(RecordType.CONTENT, page(env, "60", 1))
+    publisher.flush()
+    writer = AssignmentRecorder(env.database())
+    consumer = ConsumerThread(stream_options(env), writer, env.settings).start()
+    collection = env.database()[env.stream_collection]
+    try:
+        wait_until(lambda: collection.count_documents({}) >= 1, "the first document")
+    finally:
+        status = consumer.stop()
+
+    assert status == 0
+    topics = [env.topics.spaces, env.topics.content, env.topics.relationships]
+    assert sorted(writer.assigned) == sorted((topic, p) for topic in topics for p in range(2))
+    assert [document["current"] for document in collection.find()] == [True]
