@@ -288,6 +288,9 @@ class RecordingHandler:
         self.records: list[Any] = []
         self.batches = 0
         self.revokes = 0
+        # Set from the consumer's own thread. Calling Consumer.assignment() from another
+        # thread can deadlock with a rebalance callback that waits for the GIL.
+        self.assigned = threading.Event()
         self._fail = fail
         self._lock = threading.Lock()
 
@@ -301,6 +304,10 @@ class RecordingHandler:
 
     def on_revoke(self) -> None:
         self.revokes += 1
+
+    def on_assign(self, partitions: list[tuple[str, int]]) -> None:
+        if partitions:
+            self.assigned.set()
 
     def count(self) -> int:
         with self._lock:

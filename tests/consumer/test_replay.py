@@ -109,7 +109,7 @@ def test_replay_rejects_active_group(
     consumer = ConsumerThread(options, handler, env.settings).start()
     log_path = tmp_path / "replay.log"
     try:
-        wait_until(lambda: bool(consumer.runtime._consumer.assignment()), "the consumer to join")
+        wait_until(handler.assigned.is_set, "the consumer to join")
         process = start_console_script(
             env, ["replay", "--group", group, "--from-beginning"], log_path
         )

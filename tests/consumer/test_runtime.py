@@ -328,9 +328,7 @@ def test_revocation_commits_before_handover(consumer_env: Callable[..., Consumer
     # revocation keeps it from receiving the same records again.
     second_handler = RecordingHandler()
     second = ConsumerThread(run_options, second_handler, env.settings).start()
-    wait_until(
-        lambda: bool(second.runtime._consumer.assignment()), "an assignment for the second member"
-    )
+    wait_until(second_handler.assigned.is_set, "an assignment for the second member")
     publish_pages(env, 20, first_id=21)
     wait_until(
         lambda: first_handler.count() + second_handler.count() >= 40, "40 records in the group"
