@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -172,18 +171,40 @@ class ConsumerMetrics:
 
 
 class PeriodicLogger:
-    """Log the counters as one key=value line every ``interval_s`` seconds."""
+    """Log the counters as one key=value line every ``interval_s`` seconds.
+
+    A daemon thread writes the line, so it keeps coming while one batch waits long on
+    MongoDB; a silent log would look like a stopped consumer.
+    """
 
     def __init__(self, metrics: ConsumerMetrics, interval_s: float) -> None:
         self._metrics = metrics
         self._interval_s = interval_s
-        self._last = time.monotonic()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
-    def due(self) -> bool:
-        return time.monotonic() - self._last >= self._interval_s
+    def start(self) -> None:
+        """Start logging in a daemon thread; a second call does nothing."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name=f"{self._metrics.name}-counters", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and log the counters one last time."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.log()
 
     def log(self) -> None:
-        self._last = time.monotonic()
         log.info(
             "consumer counters consumer=%s %s", self._metrics.name, self._metrics.snapshot().line()
         )
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            self.log()

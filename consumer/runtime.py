@@ -277,6 +277,7 @@ class ConsumerRuntime:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        self._periodic.start()
         status = 0
         try:
             while not self.stop_event.is_set():
@@ -412,8 +413,6 @@ class ConsumerRuntime:
         if now - self._last_lag_check >= LAG_INTERVAL_SECONDS:
             self._last_lag_check = now
             self.metrics.set_lag(self._measure_lag())
-        if self._periodic.due():
-            self._periodic.log()
 
     def _shutdown(self) -> None:
         try:
@@ -426,7 +425,7 @@ class ConsumerRuntime:
             if self._dead_letter_producer is not None:
                 self._dead_letter_producer.flush(10)
             self.metrics.close()
-            self._periodic.log()
+            self._periodic.stop()
             log.info("consumer stopped consumer=%s", self.options.name)
 
     # Decoding and dead letters

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -340,3 +342,26 @@ def test_revocation_commits_before_handover(consumer_env: Callable[..., Consumer
     assert sorted(ids) == list(range(1, 41))
     assert first_handler.revokes >= 1
     assert second_handler.count() > 0
+
+
+def test_counters_logged_during_slow_batch(
+    consumer_env: Callable[..., ConsumerEnv], caplog: pytest.LogCaptureFixture
+) -> None:
+    env = consumer_env()
+    publish_pages(env, 3)
+    release = threading.Event()
+    handler = RecordingHandler(fail=lambda batch: release.wait(30))
+    consumer = ConsumerThread(
+        options(env, "slow-batch", log_interval_s=0.2), handler, env.settings
+    ).start()
+    caplog.set_level(logging.INFO, logger="consumer.metrics")
+    try:
+        wait_until(lambda: counter_lines(caplog) >= 3, "counter lines while the batch waits")
+        assert handler.count() == 0
+    finally:
+        release.set()
+        consumer.stop()
+
+
+def counter_lines(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("consumer counters consumer=slow-batch" in line for line in caplog.messages)
