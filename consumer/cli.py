@@ -254,6 +254,9 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     except ReplayError as error:
         print(f"confluence-consumer replay: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    print(f"reset the committed offsets of consumer group {args.group!r}:")
+    print("topic\tpartition\toffset")
     for offset in plan.offsets:
         print(f"{offset.topic}\t{offset.partition}\t{offset.offset}")
+    print("the group's next run consumes from these offsets; its writes are idempotent upserts")
     return 0

@@ -95,6 +95,7 @@ def test_replay_rebuilds_identical_documents(
     rebuilt = run_stream_writer(env, group, 22)
 
     assert status == 0, (tmp_path / "replay.log").read_text()
+    assert "topic\tpartition\toffset" in (tmp_path / "replay.log").read_text()
     assert len(first) == 22
     assert without_ingestion(rebuilt) == without_ingestion(first)
 
