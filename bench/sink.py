@@ -223,11 +223,12 @@ def run_stream_writers(
 
 
 def raw_upserts(
-    ctx: Context, documents: Sequence[dict[str, Any]], database: str
+    ctx: Context, documents: Sequence[dict[str, Any]], database: str, *, insert: bool = False
 ) -> tuple[float, int]:
     """Write ``documents`` with raw pymongo bulk upserts until done or time is up.
 
-    Return (documents per second, documents written).
+    With ``insert``, write them with ``insert_many(ordered=False)`` into the empty
+    collection instead. Return (documents per second, documents written).
     """
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri(ctx))
     collection = client[database]["raw_upserts"]
@@ -237,6 +238,12 @@ def raw_upserts(
         deadline = started + ctx.mode.sink_seconds
         for start in range(0, len(documents), BATCH_SIZE):
             batch = documents[start : start + BATCH_SIZE]
+            if insert:
+                collection.insert_many(batch, ordered=False)
+                written += len(batch)
+                if time.perf_counter() >= deadline:
+                    break
+                continue
             operations = [
                 UpdateOne(
                     {"_id": document["_id"]},
@@ -316,6 +323,8 @@ def sink_benchmark(ctx: Context) -> list[Table]:
     writer_rss: dict[int, list[float]] = {1: [], 2: []}
     raw_rates: list[float] = []
     raw_counts: list[float] = []
+    insert_rates: list[float] = []
+    insert_counts: list[float] = []
     incomplete: dict[int, str] = {}
     reason: str | None = None
     profile_note = "Profile: not recorded because the stream writer did not run."
@@ -345,6 +354,11 @@ def sink_benchmark(ctx: Context) -> list[Table]:
                 rate, written = raw_upserts(ctx, documents, f"bench_raw_{run_id}_{run_index}")
                 raw_rates.append(rate)
                 raw_counts.append(written)
+                rate, written = raw_upserts(
+                    ctx, documents, f"bench_raw_{run_id}_{run_index}", insert=True
+                )
+                insert_rates.append(rate)
+                insert_counts.append(written)
             profile_note = profile_stream_writer(ctx, prefix, run_id)
         except SinkUnavailable as error:
             reason = f"not available: {error}"
@@ -375,6 +389,18 @@ def sink_benchmark(ctx: Context) -> list[Table]:
         Summary.of(raw_counts),
         format_percent(ratio(ours, raw)) if ours is not None else "-",
     )
+    if insert_rates:
+        inserted = Summary.of(insert_rates)
+        sink.add_row(
+            "raw pymongo insert_many into an empty collection",
+            inserted,
+            Summary.of(insert_counts),
+            format_percent(ratio(ours, inserted)) if ours is not None else "-",
+        )
+        sink.notes.append(
+            "The insert_many row is the server's limit for new documents, which a writer "
+            "may reach by inserting what does not exist yet instead of upserting it."
+        )
     if reason is not None and ours is None:
         sink.notes.append(
             "The raw pymongo row wrote documents built from the same records "
@@ -403,6 +429,7 @@ def profile_stream_writer(ctx: Context, prefix: str, run_id: str) -> str:
     if not ctx.profile:
         return "Profile: skipped (--no-profile)."
     raw_path = ctx.work_dir / "profiles" / "stream-writer.raw"
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
     database = f"bench_sink_{run_id}_profile"
     try:
         run_stream_writers(ctx, prefix, 1, database, ctx.work_dir / "logs", profile_raw=raw_path)
@@ -429,7 +456,8 @@ def profile_stream_writer(ctx: Context, prefix: str, run_id: str) -> str:
 
 
 SCRIPT = ROOT / "bench" / "sink_throughput.py"
-_SCRIPT_LINE = re.compile(r"^(?P<label>[^:]+?)\s*:\s*(?P<rate>[\d.]+) docs/s")
+# A result line is "LABEL: RATE", optionally followed by "docs/s" or ratios in brackets.
+_SCRIPT_LINE = re.compile(r"^(?P<label>[^:]+?)\s*:\s*(?P<rate>\d+(?:\.\d+)?)(?:\s|$)")
 
 
 def parse_script_rates(stdout: str) -> dict[str, float]:
@@ -451,8 +479,8 @@ def sink_script_table(ctx: Context) -> Table:
         title="Sink ceiling, measured by bench/sink_throughput.py",
         columns=["Path", "Documents/s"],
         setup=[
-            f"`python bench/sink_throughput.py --records {records}` (the script's own records "
-            "and batch size; see its docstring), "
+            f"`python bench/sink_throughput.py --records {records} --runs 1`, with the "
+            "script's own records and batch size (see its docstring). "
             f"{mode.runs} run(s); medians with (min-max).",
         ],
     )
@@ -464,7 +492,7 @@ def sink_script_table(ctx: Context) -> Table:
     for run_index in range(mode.runs):
         logger.info("sink_throughput.py run %d of %d", run_index + 1, mode.runs)
         run = run_measured(
-            [ctx.python, str(SCRIPT), "--records", str(records)],
+            [ctx.python, str(SCRIPT), "--records", str(records), "--runs", "1"],
             env=ctx.env(PYTHONPATH=str(ROOT)),
             cwd=ROOT,
             timeout=mode.timeout_seconds,
