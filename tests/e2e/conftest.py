@@ -36,11 +36,6 @@ from emulator.config import ServerOptions
 from emulator.model import Site
 from schemas.topics import Topics
 
-# The emulator's middlewares share per-request values under string keys, and aiohttp
-# 3.12+ reports that with NotAppKeyWarning, which `filterwarnings = error` would turn
-# into a failure of every test here that runs the server in this process.
-NOT_APP_KEY_WARNING = "ignore::aiohttp.web_exceptions.NotAppKeyWarning"
-HERE = Path(__file__).parent
 # The console scripts installed beside the interpreter that runs the tests.
 BIN = Path(sys.executable).parent
 
@@ -53,14 +48,6 @@ PARTITIONS = 2
 CATCH_UP_DEADLINE_SECONDS = 600.0
 CRAWL_DEADLINE_SECONDS = 300.0
 CONSUMERS = ("stream", "relationships", "job-history")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Ignore NotAppKeyWarning in the tests of this folder, which run the real server."""
-    del config
-    for item in items:
-        if HERE in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.filterwarnings(NOT_APP_KEY_WARNING))
 
 
 @dataclass
