@@ -102,7 +102,9 @@ def test_sigkill_restart_has_no_gap(
     consumer_env: Callable[..., ConsumerEnv], tmp_path: Path
 ) -> None:
     env = consumer_env()
-    total = 200
+    # Enough batches of 5 that the writer is still mid-way when the kill arrives: the
+    # writer inserts hundreds of documents per second, and the poll below waits 0.2 s.
+    total = 2000
     publish_pages(env, total)
     arguments = ["stream", "--group", env.group("cli-kill"), "--batch-size", "5"]
     collection = env.database()[env.stream_collection]
