@@ -786,8 +786,17 @@ class RelationshipHandler:
         )
         return HandleResult(written=len(batch) - skipped, skipped=skipped)
 
+    def on_assign(self, partitions: Sequence[tuple[str, int]]) -> None:
+        """Drop the in-memory state, because another process may have written it meanwhile."""
+        self._drop_cached_state()
+
     def on_revoke(self) -> None:
-        """Nothing to flush: every batch is published and written before ``handle`` returns."""
+        """Drop the in-memory state; every batch is already written when ``handle`` returns."""
+        self._drop_cached_state()
+
+    def _drop_cached_state(self) -> None:
+        for store in self._stores.values():
+            store.invalidate()
 
     def close(self) -> None:
         self._publisher.close()

@@ -20,9 +20,14 @@ filter FerretDB pushes down to its storage:
     the space's newest listing and the one before, so an unfinished older one is
     cleaned up.
 
-``WorkingState`` reads these documents once per batch and collects every change in
-memory. ``operations()`` returns the writes in an order that keeps a crash between two
-writes harmless (see ``WriteGroup``).
+``RelationshipStateStore`` reads the whole collection with one query the first time a
+batch needs it and then keeps it in memory, updated by its own writes. FerretDB 1.24 with
+SQLite scans the collection for every query, an ``_id`` filter too, so per-batch reads
+cost time in proportion to the state size. This relies on the documented rule of one
+relationships consumer per group: the handler drops the copy on every assignment change
+and after a failed write, and reads it again. ``WorkingState`` collects a batch's changes
+in memory, and ``operations()`` returns the writes that change something, in an order
+that keeps a crash between two writes harmless (see ``WriteGroup``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import copy
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from enum import IntEnum
-from typing import Any
+from typing import Any, cast
 
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
@@ -50,8 +55,6 @@ WriteOperation = InsertOne[Document] | ReplaceOne[Document] | UpdateOne | Delete
 
 # MongoDB's error code for a duplicate key, which FerretDB returns too.
 _DUPLICATE_KEY = 11000
-# Ids per find() with $in, which keeps each query document far below the 16 MiB BSON limit.
-_LOAD_CHUNK_SIZE = 1000
 
 
 class WriteGroup(IntEnum):
@@ -117,6 +120,24 @@ class RelationshipStateStore:
     def __init__(self, database: Database[Document], source_id: str) -> None:
         self.source_id = source_id
         self.collection: Collection[Document] = database[collection_name(source_id)]
+        # Every document of the collection by _id, or None until the first load.
+        self._cache: dict[str, Document] | None = None
+
+    def invalidate(self) -> None:
+        """Drop the in-memory copy, so the next load reads the collection again."""
+        self._cache = None
+
+    def _documents(self) -> dict[str, Document]:
+        if self._cache is None:
+            # NOTE: FerretDB 1.24 with SQLite scans the collection for every query, for an
+            # _id filter too, so reading everything once costs about as much as one $in.
+            self._cache = {document["_id"]: document for document in self.collection.find()}
+            log.info(
+                "relationship state loaded collection=%s documents=%d",
+                self.collection.name,
+                len(self._cache),
+            )
+        return self._cache
 
     def ensure_indexes(self) -> None:
         """Create the index that lists a space's items when a structure listing completes.
@@ -126,26 +147,24 @@ class RelationshipStateStore:
         self.collection.create_index([("kind", 1), ("space_key", 1)], name="kind_space_key")
 
     def load(self, document_ids: Iterable[str]) -> dict[str, Document]:
-        """Return the stored documents among ``document_ids``, by id."""
-        requested = sorted(set(document_ids))
+        """Return copies of the stored documents among ``document_ids``, by id."""
+        documents = self._documents()
         found: dict[str, Document] = {}
-        for start in range(0, len(requested), _LOAD_CHUNK_SIZE):
-            chunk = requested[start : start + _LOAD_CHUNK_SIZE]
-            # NOTE: FerretDB 1.24 with SQLite scans the collection for every query, for an
-            # _id equality filter too, so each lookup costs time in proportion to the state
-            # size. Measured on this project's 2-core machine with 3,000 documents: 0.2 s
-            # per single-_id lookup, 0.8 s for one $in of 100 ids. One $in per chunk keeps
-            # it to one scan; MongoDB uses the _id index either way.
-            for document in self.collection.find({"_id": {"$in": chunk}}):
-                found[document["_id"]] = document
+        for doc_id in set(document_ids):
+            document = documents.get(doc_id)
+            if document is not None:
+                found[doc_id] = copy.deepcopy(document)
         return found
 
     def live_item_ids_in_space(self, space_key: str) -> list[str]:
         """Return the ids of the item documents of a space that are not removed."""
-        cursor = self.collection.find(
-            {"kind": "item", "space_key": space_key, "removed": False}, {"_id": 1}
-        )
-        return [document["_id"] for document in cursor]
+        return [
+            doc_id
+            for doc_id, document in self._documents().items()
+            if document.get("kind") == "item"
+            and document.get("space_key") == space_key
+            and document.get("removed") is False
+        ]
 
     def write(self, operations: list[WriteOperation]) -> None:
         """Apply the operations in order; a failure leaves a prefix of them applied.
@@ -159,6 +178,7 @@ class RelationshipStateStore:
         try:
             self.collection.bulk_write(operations, ordered=True)
         except BulkWriteError as error:
+            self.invalidate()
             write_errors = (error.details or {}).get("writeErrors") or []
             if write_errors and all(item.get("code") == _DUPLICATE_KEY for item in write_errors):
                 log.warning(
@@ -173,6 +193,40 @@ class RelationshipStateStore:
                     f"ran; run one relationships consumer per source, the batch is retried"
                 ) from error
             raise
+        except BaseException:
+            self.invalidate()
+            raise
+        if self._cache is not None:
+            for operation in operations:
+                _apply_to_cache(self._cache, operation)
+
+
+def _apply_to_cache(cache: dict[str, Document], operation: WriteOperation) -> None:
+    """Apply one written operation to the in-memory copy of the collection."""
+    # pymongo has no public accessors for an operation's filter and document.
+    if isinstance(operation, InsertOne):
+        document = copy.deepcopy(operation._doc)
+        cache[document["_id"]] = document
+    elif isinstance(operation, ReplaceOne):
+        document = copy.deepcopy(cast(Document, operation._doc))
+        cache[operation._filter["_id"]] = document
+    elif isinstance(operation, DeleteOne):
+        cache.pop(operation._filter["_id"], None)
+    else:
+        doc_id = operation._filter["_id"]
+        update = cast(Mapping[str, Any], operation._doc)
+        stored = cache.get(doc_id)
+        if stored is None and "$addToSet" not in update:
+            return
+        if stored is None:
+            stored = {"_id": doc_id, **update.get("$setOnInsert", {}), "holders": []}
+            cache[doc_id] = stored
+        holders = list(stored.get("holders", []))
+        for holder in update.get("$addToSet", {}).get("holders", {}).get("$each", []):
+            if holder not in holders:
+                holders.append(holder)
+        removed = set(update.get("$pullAll", {}).get("holders", []))
+        stored["holders"] = [holder for holder in holders if holder not in removed]
 
 
 class WorkingState:
@@ -188,6 +242,8 @@ class WorkingState:
         self._reference_removes: dict[str, set[str]] = {}
         # Documents that the store did not contain when this batch read them.
         self._absent: set[str] = set()
+        # The stored documents as this batch read them, to skip writes that change nothing.
+        self._loaded: dict[str, Document] = {}
 
     # Reading
 
@@ -198,9 +254,12 @@ class WorkingState:
             return
         found = self.store.load(missing)
         for doc_id in missing:
-            self._documents[doc_id] = found.get(doc_id)
-            if doc_id not in found:
+            document = found.get(doc_id)
+            self._documents[doc_id] = document
+            if document is None:
                 self._absent.add(doc_id)
+            else:
+                self._loaded[doc_id] = copy.deepcopy(document)
 
     def get(self, document_id: str) -> Document | None:
         """Return the current document (with this batch's changes), or None."""
@@ -226,11 +285,13 @@ class WorkingState:
     def add_reference(self, reference: str, holder: str) -> None:
         """Record that item ``holder`` depends on ``reference``."""
         doc_id = references_id(reference)
+        self.get(doc_id)
         self._reference_removes.get(doc_id, set()).discard(holder)
         self._reference_adds.setdefault(doc_id, set()).add(holder)
 
     def remove_reference(self, reference: str, holder: str) -> None:
         doc_id = references_id(reference)
+        self.get(doc_id)
         self._reference_adds.get(doc_id, set()).discard(holder)
         self._reference_removes.setdefault(doc_id, set()).add(holder)
 
@@ -343,19 +404,21 @@ class WorkingState:
             if document is None:
                 continue
             operation: WriteOperation
+            if self._loaded.get(doc_id) == document:
+                continue
             if doc_id in self._absent:
                 operation = InsertOne(document)
             else:
                 operation = ReplaceOne({"_id": doc_id}, document, upsert=True)
             grouped[self._changed[doc_id]].append(operation)
         for doc_id in sorted(self._reference_removes):
-            holders = sorted(self._reference_removes[doc_id])
+            holders = sorted(self._reference_removes[doc_id] & self._stored_holders(doc_id))
             if holders and doc_id not in self._absent:
                 grouped[WriteGroup.CLEANUP].append(
                     UpdateOne({"_id": doc_id}, {"$pullAll": {"holders": holders}})
                 )
         for doc_id in sorted(self._reference_adds):
-            holders = sorted(self._reference_adds[doc_id])
+            holders = sorted(self._reference_adds[doc_id] - self._stored_holders(doc_id))
             if holders and doc_id in self._absent:
                 document = {"_id": doc_id, "kind": "refs", "holders": holders}
                 grouped[WriteGroup.INDEXES].append(InsertOne(document))
@@ -374,6 +437,11 @@ class WorkingState:
             if doc_id not in self._absent:
                 grouped[self._deleted[doc_id]].append(DeleteOne({"_id": doc_id}))
         return [operation for group in WriteGroup for operation in grouped[group]]
+
+    def _stored_holders(self, doc_id: str) -> set[str]:
+        # Reference documents are read before they change, so this is the stored set.
+        loaded = self._loaded.get(doc_id)
+        return set(loaded.get("holders", [])) if loaded is not None else set()
 
     def write(self) -> int:
         """Write this batch's changes and return the number of operations."""

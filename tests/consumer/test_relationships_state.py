@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pymongo import DeleteOne, MongoClient, ReplaceOne, UpdateOne
+from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne
 from pymongo.database import Database
 
 from consumer.errors import TransientError
@@ -101,7 +101,10 @@ def test_operations_follow_write_groups(database: Database[dict[str, Any]]) -> N
 
     operations = state.operations()
 
-    targets = [operation._filter["_id"] for operation in operations]
+    targets = [
+        operation._doc["_id"] if isinstance(operation, InsertOne) else operation._filter["_id"]
+        for operation in operations
+    ]
     assert targets == [
         "listing:L1:000000000",
         "refs:id:1",
@@ -110,7 +113,7 @@ def test_operations_follow_write_groups(database: Database[dict[str, Any]]) -> N
         "listing:L1",
         "listing:L0:000000000",
     ]
-    assert isinstance(operations[1], UpdateOne)
+    assert isinstance(operations[1], InsertOne)
     assert isinstance(operations[3], ReplaceOne)
     assert isinstance(operations[-1], DeleteOne)
 
@@ -149,18 +152,43 @@ def test_references_persist_as_sets(database: Database[dict[str, Any]]) -> None:
     assert WorkingState(store).reference_holders("id:unknown") == set()
 
 
-def test_reference_writes_are_idempotent(database: Database[dict[str, Any]]) -> None:
+def test_unchanged_writes_are_skipped(database: Database[dict[str, Any]]) -> None:
     store = RelationshipStateStore(database, SOURCE)
-    state = WorkingState(store)
-    state.add_reference("id:1", "2")
-    state.remove_reference("id:5", "2")
-    operations = state.operations()
+    first = WorkingState(store)
+    first.add_reference("id:1", "2")
+    first.remove_reference("id:5", "2")
+    document = item_document(page("1", "Home"), version=1, seen_at=1, edges={})
+    first.put(document, WriteGroup.ITEMS)
+    assert first.write() == 2
 
-    store.write(operations)
-    store.write(operations)
+    again = WorkingState(store)
+    again.add_reference("id:1", "2")
+    again.remove_reference("id:5", "2")
+    stored = again.item("1")
+    assert stored is not None
+    again.put(dict(stored), WriteGroup.ITEMS)
 
+    assert again.operations() == []
     assert WorkingState(store).reference_holders("id:1") == {"2"}
     assert WorkingState(store).reference_holders("id:5") == set()
+
+
+def test_cache_follows_updates(database: Database[dict[str, Any]]) -> None:
+    store = RelationshipStateStore(database, SOURCE)
+    first = WorkingState(store)
+    first.add_reference("id:1", "2")
+    first.add_reference("id:1", "3")
+    first.write()
+    second = WorkingState(store)
+    second.remove_reference("id:1", "2")
+    second.add_reference("id:1", "4")
+    second.write()
+
+    cached = WorkingState(store).reference_holders("id:1")
+    reread = RelationshipStateStore(database, SOURCE)
+
+    assert cached == {"3", "4"}
+    assert WorkingState(reread).reference_holders("id:1") == cached
 
 
 def test_title_lookup_prefers_day_then_oldest(database: Database[dict[str, Any]]) -> None:
