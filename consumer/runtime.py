@@ -457,7 +457,9 @@ class ConsumerRuntime:
         topic = message.topic()
         partition = message.partition()
         offset = message.offset()
-        assert topic is not None and partition is not None and offset is not None
+        assert topic is not None
+        assert partition is not None
+        assert offset is not None
         record_type = self._record_types[topic]
         _, timestamp_ms = message.timestamp()
         raw_key = message.key()
@@ -736,7 +738,9 @@ class ConsumerRuntime:
 
 def _position(message: Message) -> Position:
     topic, partition, offset = message.topic(), message.partition(), message.offset()
-    assert topic is not None and partition is not None and offset is not None
+    assert topic is not None
+    assert partition is not None
+    assert offset is not None
     return topic, partition, offset
 
 

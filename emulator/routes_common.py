@@ -107,7 +107,7 @@ class EmulatorState:
     short_page_rate: float = 0.1
     dc_quirks: bool = False
     dc_limit_cap: int = 200
-    # Spaces a Data Center `/space` page holds at most with the quirks on. Data Center
+    # Maximum number of spaces on a Data Center `/space` page with the quirks on. Data Center
     # caps it at `DefaultRestSpaceManager.MAX_SIZE`; one client report saw 500.
     dc_space_cap: int = 500
     cloud_quirks: bool = False

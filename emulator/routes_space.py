@@ -40,7 +40,7 @@ async def list_spaces(request: web.Request) -> web.Response:
 
     ``label`` (repeatable, or comma-separated) keeps the spaces with any of those space
     categories. ``favourite`` is ignored. With the Data Center quirks on, a Data Center
-    page holds at most ``dc_space_cap`` spaces while ``limit`` and the next link's start
+    page contains at most ``dc_space_cap`` spaces while ``limit`` and the next link's start
     stay as requested.
     """
     state = state_of(request)

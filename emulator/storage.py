@@ -115,7 +115,7 @@ def heading(level: int, text: str) -> str:
 
 
 def paragraph(inner_html: str) -> str:
-    """A ``<p>`` element around markup that is already escaped."""
+    """Return a ``<p>`` element around markup that is already escaped."""
     return f"<p>{inner_html}</p>"
 
 
@@ -124,13 +124,13 @@ def text_paragraph(text: str) -> str:
 
 
 def bullet_list(items: Iterable[str], *, ordered: bool = False) -> str:
-    """A list of already escaped item markup."""
+    """Return a list of already escaped item markup."""
     tag = "ol" if ordered else "ul"
     return f"<{tag}>" + "".join(f"<li>{item}</li>" for item in items) + f"</{tag}>"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A table with a header row; cells are plain text and get escaped."""
+    """Return a table with a header row. Cells are plain text and get escaped."""
     head = "".join(f"<th><p>{escape(cell)}</p></th>" for cell in header)
     body = "".join(
         "<tr>" + "".join(f"<td><p>{escape(cell)}</p></td>" for cell in row) + "</tr>"
@@ -140,7 +140,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def code_macro(code: str, *, language: str | None = None, macro_id: str = "") -> str:
-    """A ``code`` macro; the code goes into a CDATA section verbatim."""
+    """Return a ``code`` macro with the code verbatim in a CDATA section."""
     parameters = (
         f'<ac:parameter ac:name="language">{escape(language)}</ac:parameter>' if language else ""
     )
@@ -152,7 +152,7 @@ def code_macro(code: str, *, language: str | None = None, macro_id: str = "") ->
 
 
 def panel_macro(inner_html: str, *, kind: str = "info", macro_id: str = "") -> str:
-    """An ``info``, ``note``, ``tip`` or ``warning`` macro around already escaped markup."""
+    """Return an ``info``, ``note``, ``tip`` or ``warning`` macro around escaped markup."""
     if kind not in ("info", "note", "tip", "warning"):
         raise ValueError(f"unknown panel macro {kind!r}: use info, note, tip or warning")
     return (
@@ -172,7 +172,7 @@ def _link_body(text: str | None) -> str:
 
 
 def page_link(space_key: str | None, title: str, text: str | None = None) -> str:
-    """A link to a page by space key and title; no space key means the linking page's space."""
+    """Return a link to a page by space key and title (no key: the linking page's space)."""
     space = f' ri:space-key="{escape(space_key)}"' if space_key else ""
     return (
         f'<ac:link><ri:page{space} ri:content-title="{escape(title)}" />'
@@ -183,7 +183,7 @@ def page_link(space_key: str | None, title: str, text: str | None = None) -> str
 def blog_post_link(
     space_key: str | None, title: str, posting_day: date, text: str | None = None
 ) -> str:
-    """A link to a blog post by space key, title and posting day (``yyyy/MM/dd``)."""
+    """Return a link to a blog post by space key, title and posting day (``yyyy/MM/dd``)."""
     space = f' ri:space-key="{escape(space_key)}"' if space_key else ""
     day = posting_day.strftime("%Y/%m/%d")
     return (
@@ -197,7 +197,7 @@ def user_mention(account_id: str) -> str:
 
 
 def attachment_link(filename: str, text: str | None = None) -> str:
-    """A link to an attachment of the page that contains it."""
+    """Return a link to an attachment of the page that contains it."""
     return (
         f'<ac:link><ri:attachment ri:filename="{escape(filename)}" />{_link_body(text)}</ac:link>'
     )

@@ -324,8 +324,9 @@ def _validate_record(
     writer_error: Exception | None,
 ) -> None:
     """Raise ``RecordValidationError`` naming every field of ``record`` that is invalid."""
-    # Each top-level field is validated on its own so that every bad field is listed, not
-    # only the first; the expanded schema inlines named types so each field type stands alone.
+    # Each top-level field is validated on its own, so every bad field is listed and not
+    # only the first. The expanded schema inlines named types, so each field type is
+    # complete on its own.
     expanded: dict[str, Any] = expand_schema(dict(version.schema_json))  # type: ignore[assignment]
     # A union reports one error per branch; they are merged into one problem per field path.
     expected_by_path: dict[str, tuple[Any, list[str]]] = {}
@@ -410,7 +411,7 @@ def _read_body(
 def _check_expected(actual: RecordType, expected: RecordType | None, schema_ref: str) -> None:
     if expected is not None and actual != expected:
         raise UnexpectedRecordTypeError(
-            f"message holds a {actual.value} record, expected {expected.value}; a producer "
+            f"message contains a {actual.value} record, expected {expected.value}; a producer "
             f"wrote to the wrong topic",
             record_type=actual.value,
             schema_ref=schema_ref,

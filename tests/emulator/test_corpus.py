@@ -337,7 +337,9 @@ def test_python_docs_links_resolve(python_docs: Site) -> None:
                 assert link.space_key is not None and link.title is not None
                 assert python_docs.find_page(link.space_key, link.title), link
             elif link.kind == "blogpost":
-                assert link.space_key and link.title and link.posting_day
+                assert link.space_key, link
+                assert link.title, link
+                assert link.posting_day, link
                 day = parse_posting_day(link.posting_day)
                 assert python_docs.find_blog_post(link.space_key, link.title, day), link
             kinds[link.kind] += 1
