@@ -21,6 +21,7 @@ from typing import Any
 from pymongo import ASCENDING, DeleteOne, UpdateOne
 from pymongo.database import Database
 
+from connections.mongo import bulk_write
 from consumer.errors import PoisonRecordError
 from consumer.runtime import ConsumedRecord, HandleResult
 from consumer.stream import sanitise
@@ -88,7 +89,7 @@ class JobHistoryWriter:
                 continue
             operations.append(_upsert(job_id, record, now))
         if operations:
-            self.collection.bulk_write(operations, ordered=False)
+            bulk_write(self.collection, operations, ordered=False)
         written = len(operations)
         return HandleResult(written=written, skipped=len(batch) - written)
 

@@ -44,7 +44,9 @@ a batch at once, and a ``$in`` filter on ``_id`` scans the whole collection. Med
 ``bench/sink_throughput.py`` (3 runs of 1,000 content records of 2 KB, batches of 500, on
 a shared and loaded 2-core machine, two sessions): bulk upserts 46 and 66 documents/s,
 ``insert_many`` 2,085 and 2,820, this writer's handler 1,643, and 41 for the earlier
-writer that upserted every document and its head. So the writer
+writer that upserted every document and its head. Updates go through
+``connections.mongo.bulk_write``, because FerretDB 1.24 never answers an update command
+in which 100 or more statements match a document. So the writer
 
 - keeps the heads of its assigned partitions in memory. Each Kafka key, hence each entity,
   lives in one partition, and one consumer owns a partition at a time. The heads of a
@@ -94,6 +96,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from connections.mongo import bulk_write
 from consumer.errors import PoisonRecordError, is_transient
 from consumer.runtime import ConsumedRecord, HandleResult
 from schemas import keys
@@ -678,7 +681,7 @@ class StreamWriter:
         if not operations:
             return
         try:
-            collection.bulk_write(operations, ordered=False)
+            bulk_write(collection, operations, ordered=False)
         except BulkWriteError as error:
             if is_transient(error):
                 raise

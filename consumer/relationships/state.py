@@ -43,6 +43,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+from connections.mongo import bulk_write
 from consumer.errors import TransientError
 from consumer.relationships.derive import Edge, ItemFacts, title_reference
 from consumer.relationships.links import LinkTarget
@@ -176,7 +177,7 @@ class RelationshipStateStore:
         if not operations:
             return
         try:
-            self.collection.bulk_write(operations, ordered=True)
+            bulk_write(self.collection, operations, ordered=True)
         except BulkWriteError as error:
             self.invalidate()
             write_errors = (error.details or {}).get("writeErrors") or []
