@@ -21,17 +21,22 @@ listing started, because an item created after that is missing from the listing 
 fault of its own. ``{prefix}.spaces`` is not consumed: the space of every edge comes from
 the content records.
 
-NOTE: run one instance per consumer group. Items re-derived because another item changed
-and the title index are shared by all partitions, and their documents are rewritten
-without a version check, so two instances can overwrite each other's state changes.
+Several instances of one group share the partitions. Because a source's state spans
+partitions (links, the title index, a listing's removals), they take turns on it: a batch
+holds the source's lease (``consumer.relationships.lease``) from reading the state to
+writing it, and an instance reads the state again when another one held it meanwhile.
+So instances add availability, not throughput, for one source.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +65,7 @@ from consumer.relationships.derive import (
     references,
     title_reference,
 )
+from consumer.relationships.lease import StateLease
 from consumer.relationships.state import (
     Document,
     RelationshipStateStore,
@@ -726,11 +732,25 @@ class RelationshipHandler:
         store_factory: Callable[
             [Database[Document], str], RelationshipStateStore
         ] = RelationshipStateStore,
+        *,
+        owner: str | None = None,
+        lease_factory: Callable[[Database[Document], str, str], StateLease] = StateLease,
     ) -> None:
         self._database = database
         self._publisher = publisher
         self._store_factory = store_factory
         self._stores: dict[str, RelationshipStateStore] = {}
+        # Names this process in the leases, so that a takeover is recognised.
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease_factory = lease_factory
+        self._leases: dict[str, StateLease] = {}
+
+    def _lease(self, source_id: str) -> StateLease:
+        lease = self._leases.get(source_id)
+        if lease is None:
+            lease = self._lease_factory(self._database, source_id, self.owner)
+            self._leases[source_id] = lease
+        return lease
 
     def _store(self, source_id: str) -> RelationshipStateStore:
         store = self._stores.get(source_id)
@@ -749,6 +769,23 @@ class RelationshipHandler:
                 continue
             _check_record(record)
             by_source[record.value["source_id"]].append(record)
+
+        try:
+            return self._handle_leased(batch, by_source, ignored)
+        finally:
+            for lease in self._leases.values():
+                lease.release()
+
+    def _handle_leased(
+        self,
+        batch: Sequence[ConsumedRecord],
+        by_source: Mapping[str, list[ConsumedRecord]],
+        ignored: int,
+    ) -> HandleResult:
+        for source_id in sorted(by_source):
+            if self._lease(source_id).acquire():
+                # Another process changed the state since this one last held it.
+                self._store(source_id).invalidate()
 
         states: list[WorkingState] = []
         changes: list[EdgeChange] = []
@@ -773,9 +810,12 @@ class RelationshipHandler:
         # same records are published again, and the stream writer's upsert by
         # relationship key absorbs them. Writing the state first instead would lose those
         # records for good, because the redelivered batch would find nothing changed.
+        for source_id in sorted(by_source):
+            self._leases[source_id].confirm()
         self._publisher.publish(changes, datetime.now(UTC))
         writes = 0
         for state in states:
+            self._leases[state.source_id].confirm()
             writes += state.write()
         log.debug(
             "relationship batch handled records=%d published=%d state_writes=%d skipped=%d",

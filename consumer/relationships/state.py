@@ -23,9 +23,11 @@ filter FerretDB pushes down to its storage:
 ``RelationshipStateStore`` reads the whole collection with one query the first time a
 batch needs it and then keeps it in memory, updated by its own writes. FerretDB 1.24 with
 SQLite scans the collection for every query, an ``_id`` filter too, so per-batch reads
-cost time in proportion to the state size. This relies on the documented rule of one
-relationships consumer per group: the handler drops the copy on every assignment change
-and after a failed write, and reads it again. ``WorkingState`` collects a batch's changes
+cost time in proportion to the state size. Only the process that holds the source's lease
+(``consumer.relationships.lease``) changes the state, so the copy stays true while this
+process keeps taking the lease. The handler drops the copy when another process held the
+lease in between, on every assignment change and after a failed write, and reads it
+again. ``WorkingState`` collects a batch's changes
 in memory, and ``operations()`` returns the writes that change something, in an order
 that keeps a crash between two writes harmless (see ``WriteGroup``).
 """
@@ -191,7 +193,7 @@ class RelationshipStateStore:
                 raise TransientError(
                     f"state document {write_errors[0].get('op', {}).get('_id')!r} in "
                     f"{self.collection.name} was created by another process while this batch "
-                    f"ran; run one relationships consumer per source, the batch is retried"
+                    f"ran; the batch is retried from the state as it is now"
                 ) from error
             raise
         except BaseException:
