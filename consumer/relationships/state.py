@@ -1,8 +1,14 @@
 """Persistent state of the relationships consumer in MongoDB.
 
-One collection per source, ``source_{source_id}_relationship_state``, contains documents
-of these kinds. Every one has a string ``_id``, because an ``_id`` string is the only
-filter FerretDB pushes down to its storage:
+One collection per source, ``source_{source_id}_relationship_state``, keeps state
+documents of the kinds below, each named by a string key. The collection never updates a
+document in place: every write inserts a new version with ``_id`` ``{key}@{revision}``,
+the key in ``key`` and a revision number in ``rev`` that grows with every write, and a
+deleted key gets a version with ``deleted: true``. Versions that a newer one replaced are
+deleted after the batch's inserts. The newest version of a key is its state. FerretDB
+1.24 with SQLite finds an update's document by scanning the collection, one scan per
+updated document, while ``insert_many`` writes a batch at once and a ``$in`` delete scans
+once, so a batch costs a few commands instead of one scan per changed document.
 
 ``item:{content id}``
     The facts of one content item (type, status, space, title, parents, container,
@@ -21,15 +27,14 @@ filter FerretDB pushes down to its storage:
     cleaned up.
 
 ``RelationshipStateStore`` reads the whole collection with one query the first time a
-batch needs it and then keeps it in memory, updated by its own writes. FerretDB 1.24 with
-SQLite scans the collection for every query, an ``_id`` filter too, so per-batch reads
-cost time in proportion to the state size. Only the process that holds the source's lease
-(``consumer.relationships.lease``) changes the state, so the copy stays true while this
-process keeps taking the lease. The handler drops the copy when another process held the
-lease in between, on every assignment change and after a failed write, and reads it
-again. ``WorkingState`` collects a batch's changes
-in memory, and ``operations()`` returns the writes that change something, in an order
-that keeps a crash between two writes harmless (see ``WriteGroup``).
+batch needs it and then keeps it in memory, updated by its own writes, because FerretDB
+1.24 with SQLite scans the collection for an ``_id`` filter too. Only the process that
+holds the source's lease (``consumer.relationships.lease``) changes the state, so the copy
+stays true while this process keeps taking the lease. The handler drops the copy when
+another process held the lease in between, on every assignment change and after a failed
+write, and reads it again. ``WorkingState`` collects a batch's changes in memory, and
+``operations()`` returns the writes that change something, in an order that keeps a crash
+between two writes harmless (see ``WriteGroup``).
 """
 
 from __future__ import annotations
@@ -38,14 +43,12 @@ import copy
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from enum import IntEnum
-from typing import Any, cast
+from typing import Any
 
-from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from connections.mongo import bulk_write
 from consumer.errors import TransientError
 from consumer.relationships.derive import Edge, ItemFacts, title_reference
 from consumer.relationships.links import LinkTarget
@@ -54,10 +57,13 @@ from schemas.keys import validate_source_id
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
-WriteOperation = InsertOne[Document] | ReplaceOne[Document] | UpdateOne | DeleteOne
+# A write of one key: the document to store, or None to delete the key.
+KeyWrite = tuple[str, Document | None]
 
 # MongoDB's error code for a duplicate key, which FerretDB returns too.
 _DUPLICATE_KEY = 11000
+# Version ids per delete command.
+_DELETE_CHUNK = 1000
 
 
 class WriteGroup(IntEnum):
@@ -123,31 +129,68 @@ class RelationshipStateStore:
     def __init__(self, database: Database[Document], source_id: str) -> None:
         self.source_id = source_id
         self.collection: Collection[Document] = database[collection_name(source_id)]
-        # Every document of the collection by _id, or None until the first load.
+        # The newest document of every key, with ``_id`` set to the key, or None until the
+        # first load.
         self._cache: dict[str, Document] | None = None
+        # The stored version ids of every key, oldest first.
+        self._versions: dict[str, list[str]] = {}
+        # Version ids to delete with the next write: replaced versions, then tombstones.
+        self._replaced: list[str] = []
+        self._tombstones: list[str] = []
+        self._revision = 0
 
     def invalidate(self) -> None:
         """Drop the in-memory copy, so the next load reads the collection again."""
         self._cache = None
+        self._versions = {}
+        self._replaced = []
+        self._tombstones = []
 
     def _documents(self) -> dict[str, Document]:
         if self._cache is None:
-            # NOTE: FerretDB 1.24 with SQLite scans the collection for every query, for an
-            # _id filter too, so reading everything once costs about as much as one $in.
-            self._cache = {document["_id"]: document for document in self.collection.find()}
-            log.info(
-                "relationship state loaded collection=%s documents=%d",
-                self.collection.name,
-                len(self._cache),
-            )
+            self._load_all()
+        assert self._cache is not None
         return self._cache
 
-    def ensure_indexes(self) -> None:
-        """Create the index that lists a space's items when a structure listing completes.
+    def _load_all(self) -> None:
+        # NOTE: FerretDB 1.24 with SQLite scans the collection for every query, for an
+        # _id filter too, so reading everything once costs about as much as one $in.
+        stored = sorted(self.collection.find(), key=lambda document: _revision_of(document))
+        cache: dict[str, Document] = {}
+        versions: dict[str, list[str]] = {}
+        revision = 0
+        for document in stored:
+            key = str(document.get("key", document["_id"]))
+            versions.setdefault(key, []).append(document["_id"])
+            revision = max(revision, _revision_of(document))
+            if document.get("deleted"):
+                cache.pop(key, None)
+            else:
+                cache[key] = _logical(document, key)
+        self._cache = cache
+        self._versions = {}
+        self._replaced = []
+        self._tombstones = []
+        for key, ids in versions.items():
+            # Versions left over by a batch that stopped before its deletes.
+            self._replaced.extend(ids[:-1])
+            if key in cache:
+                self._versions[key] = ids[-1:]
+            else:
+                self._tombstones.extend(ids[-1:])
+        self._revision = revision
+        log.info(
+            "relationship state loaded collection=%s keys=%d stored_versions=%d",
+            self.collection.name,
+            len(cache),
+            len(stored),
+        )
 
-        FerretDB accepts the index but filters on it by scanning; MongoDB uses it.
+    def ensure_indexes(self) -> None:
+        """Do nothing: every read loads the whole collection, so no query needs an index.
+
+        Kept so that callers prepare a store the same way as the other collections.
         """
-        self.collection.create_index([("kind", 1), ("space_key", 1)], name="kind_space_key")
 
     def load(self, document_ids: Iterable[str]) -> dict[str, Document]:
         """Return copies of the stored documents among ``document_ids``, by id."""
@@ -169,67 +212,106 @@ class RelationshipStateStore:
             and document.get("removed") is False
         ]
 
-    def write(self, operations: list[WriteOperation]) -> None:
-        """Apply the operations in order; a failure leaves a prefix of them applied.
+    def stored_documents(self) -> dict[str, Document]:
+        """Read the collection and return the newest document of every key, by key."""
+        newest: dict[str, Document] = {}
+        for document in sorted(self.collection.find(), key=_revision_of):
+            key = str(document.get("key", document["_id"]))
+            newest[key] = document
+        return {
+            key: _logical(document, key)
+            for key, document in newest.items()
+            if not document.get("deleted")
+        }
 
-        Raise ``TransientError`` when an insert finds its ``_id`` taken, which happens only
-        when another process wrote the same state document since this batch read it: the
-        batch is then derived again from the state as it is now.
+    def write(self, writes: list[KeyWrite]) -> None:
+        """Store the writes in order; a failure leaves a prefix of them stored.
+
+        Each write inserts a new version of its key. The versions it replaces are deleted
+        afterwards, and the tombstones of deleted keys after those, so that a stop in
+        between never lets an older version reappear. Raise ``TransientError`` when a
+        version's ``_id`` is taken, which happens only when another process wrote the same
+        key since this process read the state: the batch is then derived again.
         """
-        if not operations:
+        self._documents()
+        if not writes:
             return
+        inserted: list[Document] = []
+        replaced: list[str] = []
+        tombstones: list[str] = []
+        revision = self._revision
+        versions = {key: list(ids) for key, ids in self._versions.items()}
+        for key, document in writes:
+            revision += 1
+            version_id = f"{key}@{revision:012d}"
+            stored: Document = {"_id": version_id, "key": key, "rev": revision}
+            if document is None:
+                stored["deleted"] = True
+                tombstones.append(version_id)
+            else:
+                stored.update((name, value) for name, value in document.items() if name != "_id")
+            inserted.append(stored)
+            replaced.extend(versions.pop(key, []))
+            if document is not None:
+                versions[key] = [version_id]
         try:
-            bulk_write(self.collection, operations, ordered=True)
+            self.collection.insert_many(inserted, ordered=True)
         except BulkWriteError as error:
             self.invalidate()
             write_errors = (error.details or {}).get("writeErrors") or []
             if write_errors and all(item.get("code") == _DUPLICATE_KEY for item in write_errors):
+                duplicate_id = write_errors[0].get("op", {}).get("_id")
                 log.warning(
                     "state document written by another process, batch will be retried "
                     "collection=%s document_id=%s",
                     self.collection.name,
-                    write_errors[0].get("op", {}).get("_id"),
+                    duplicate_id,
                 )
                 raise TransientError(
-                    f"state document {write_errors[0].get('op', {}).get('_id')!r} in "
-                    f"{self.collection.name} was created by another process while this batch "
-                    f"ran; the batch is retried from the state as it is now"
+                    f"state document {duplicate_id!r} in {self.collection.name} was created by "
+                    f"another process while this batch ran; the batch is retried from the "
+                    f"state as it is now"
                 ) from error
             raise
         except BaseException:
             self.invalidate()
             raise
-        if self._cache is not None:
-            for operation in operations:
-                _apply_to_cache(self._cache, operation)
+        cache = self._documents()
+        for key, document in writes:
+            if document is None:
+                cache.pop(key, None)
+            else:
+                cache[key] = copy.deepcopy(document)
+        self._versions = versions
+        self._revision = revision
+        self._replaced.extend(replaced)
+        self._tombstones.extend(tombstones)
+        self._delete_replaced()
+
+    def _delete_replaced(self) -> None:
+        """Delete replaced versions, then tombstones, in commands of at most 1,000 ids."""
+        try:
+            for ids in (self._replaced, self._tombstones):
+                for start in range(0, len(ids), _DELETE_CHUNK):
+                    chunk = ids[start : start + _DELETE_CHUNK]
+                    self.collection.delete_many({"_id": {"$in": chunk}})
+                del ids[:]
+        except BaseException:
+            # The versions stay stored and are found again when the state is next read.
+            self.invalidate()
+            raise
 
 
-def _apply_to_cache(cache: dict[str, Document], operation: WriteOperation) -> None:
-    """Apply one written operation to the in-memory copy of the collection."""
-    # pymongo has no public accessors for an operation's filter and document.
-    if isinstance(operation, InsertOne):
-        document = copy.deepcopy(operation._doc)
-        cache[document["_id"]] = document
-    elif isinstance(operation, ReplaceOne):
-        document = copy.deepcopy(cast(Document, operation._doc))
-        cache[operation._filter["_id"]] = document
-    elif isinstance(operation, DeleteOne):
-        cache.pop(operation._filter["_id"], None)
-    else:
-        doc_id = operation._filter["_id"]
-        update = cast(Mapping[str, Any], operation._doc)
-        stored = cache.get(doc_id)
-        if stored is None and "$addToSet" not in update:
-            return
-        if stored is None:
-            stored = {"_id": doc_id, **update.get("$setOnInsert", {}), "holders": []}
-            cache[doc_id] = stored
-        holders = list(stored.get("holders", []))
-        for holder in update.get("$addToSet", {}).get("holders", {}).get("$each", []):
-            if holder not in holders:
-                holders.append(holder)
-        removed = set(update.get("$pullAll", {}).get("holders", []))
-        stored["holders"] = [holder for holder in holders if holder not in removed]
+def _revision_of(document: Mapping[str, Any]) -> int:
+    # Documents written before versions existed have no revision and count as the oldest.
+    return int(document.get("rev", 0))
+
+
+def _logical(stored: Mapping[str, Any], key: str) -> Document:
+    """Return the state document of a stored version: ``_id`` is the key again."""
+    document = {name: value for name, value in stored.items() if name not in ("key", "rev")}
+    document["_id"] = key
+    return document
 
 
 class WorkingState:
@@ -396,50 +478,31 @@ class WorkingState:
 
     # Writing
 
-    def operations(self) -> list[WriteOperation]:
-        """Return this batch's writes in ``WriteGroup`` order."""
-        grouped: dict[WriteGroup, list[WriteOperation]] = {group: [] for group in WriteGroup}
-        # A document the store did not contain is inserted, because FerretDB 1.24 inserts
-        # without the collection scan that an upsert's lookup costs. Another process that
-        # inserts the same _id in between makes write() raise TransientError.
+    def operations(self) -> list[KeyWrite]:
+        """Return this batch's writes in ``WriteGroup`` order, without unchanged ones."""
+        grouped: dict[WriteGroup, list[KeyWrite]] = {group: [] for group in WriteGroup}
         for doc_id in sorted(self._changed):
             document = self._documents[doc_id]
-            if document is None:
+            if document is None or self._loaded.get(doc_id) == document:
                 continue
-            operation: WriteOperation
-            if self._loaded.get(doc_id) == document:
+            grouped[self._changed[doc_id]].append((doc_id, document))
+        for doc_id in sorted(set(self._reference_adds) | set(self._reference_removes)):
+            stored = self._stored_holders(doc_id)
+            added = stored | self._reference_adds.get(doc_id, set())
+            final = added - self._reference_removes.get(doc_id, set())
+            if added != stored:
+                grouped[WriteGroup.INDEXES].append((doc_id, _references_document(doc_id, added)))
+            if final == added:
                 continue
-            if doc_id in self._absent:
-                operation = InsertOne(document)
+            if final:
+                document = _references_document(doc_id, final)
+                grouped[WriteGroup.CLEANUP].append((doc_id, document))
             else:
-                operation = ReplaceOne({"_id": doc_id}, document, upsert=True)
-            grouped[self._changed[doc_id]].append(operation)
-        for doc_id in sorted(self._reference_removes):
-            holders = sorted(self._reference_removes[doc_id] & self._stored_holders(doc_id))
-            if holders and doc_id not in self._absent:
-                grouped[WriteGroup.CLEANUP].append(
-                    UpdateOne({"_id": doc_id}, {"$pullAll": {"holders": holders}})
-                )
-        for doc_id in sorted(self._reference_adds):
-            holders = sorted(self._reference_adds[doc_id] - self._stored_holders(doc_id))
-            if holders and doc_id in self._absent:
-                document = {"_id": doc_id, "kind": "refs", "holders": holders}
-                grouped[WriteGroup.INDEXES].append(InsertOne(document))
-            elif holders:
-                grouped[WriteGroup.INDEXES].append(
-                    UpdateOne(
-                        {"_id": doc_id},
-                        {
-                            "$addToSet": {"holders": {"$each": holders}},
-                            "$setOnInsert": {"kind": "refs"},
-                        },
-                        upsert=True,
-                    )
-                )
+                grouped[WriteGroup.CLEANUP].append((doc_id, None))
         for doc_id in sorted(self._deleted):
             if doc_id not in self._absent:
-                grouped[self._deleted[doc_id]].append(DeleteOne({"_id": doc_id}))
-        return [operation for group in WriteGroup for operation in grouped[group]]
+                grouped[self._deleted[doc_id]].append((doc_id, None))
+        return [write for group in WriteGroup for write in grouped[group]]
 
     def _stored_holders(self, doc_id: str) -> set[str]:
         # Reference documents are read before they change, so this is the stored set.
@@ -447,10 +510,14 @@ class WorkingState:
         return set(loaded.get("holders", [])) if loaded is not None else set()
 
     def write(self) -> int:
-        """Write this batch's changes and return the number of operations."""
-        operations = self.operations()
-        self.store.write(operations)
-        return len(operations)
+        """Write this batch's changes and return the number of documents written."""
+        writes = self.operations()
+        self.store.write(writes)
+        return len(writes)
+
+
+def _references_document(doc_id: str, holders: set[str]) -> Document:
+    return {"_id": doc_id, "kind": "refs", "holders": sorted(holders)}
 
 
 def _id_order(content_id: str) -> tuple[int, str]:

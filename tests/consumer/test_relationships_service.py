@@ -257,8 +257,7 @@ class Harness:
         return set(apply_changes(self.publisher.changes).values())
 
     def state_documents(self) -> dict[str, dict[str, Any]]:
-        collection = RelationshipStateStore(self.database, SOURCE).collection
-        return {document["_id"]: document for document in collection.find()}
+        return RelationshipStateStore(self.database, SOURCE).stored_documents()
 
 
 @pytest.fixture

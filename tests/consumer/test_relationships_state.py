@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne
+from pymongo import MongoClient
 from pymongo.database import Database
 
 from consumer.errors import TransientError
@@ -101,11 +101,7 @@ def test_operations_follow_write_groups(database: Database[dict[str, Any]]) -> N
 
     operations = state.operations()
 
-    targets = [
-        operation._doc["_id"] if isinstance(operation, InsertOne) else operation._filter["_id"]
-        for operation in operations
-    ]
-    assert targets == [
+    assert [key for key, _ in operations] == [
         "listing:L1:000000000",
         "refs:id:1",
         "item:2",
@@ -113,9 +109,8 @@ def test_operations_follow_write_groups(database: Database[dict[str, Any]]) -> N
         "listing:L1",
         "listing:L0:000000000",
     ]
-    assert isinstance(operations[1], InsertOne)
-    assert isinstance(operations[3], ReplaceOne)
-    assert isinstance(operations[-1], DeleteOne)
+    assert operations[1][1] == {"_id": "refs:id:1", "kind": "refs", "holders": ["2"]}
+    assert operations[-1][1] is None
 
 
 def test_item_written_with_higher_group_wins(database: Database[dict[str, Any]]) -> None:
@@ -127,7 +122,9 @@ def test_item_written_with_higher_group_wins(database: Database[dict[str, Any]])
     operations = state.operations()
 
     assert len(operations) == 1
-    assert operations[0]._doc["version"] == 2
+    written = operations[0][1]
+    assert written is not None
+    assert written["version"] == 2
 
 
 def test_references_persist_as_sets(database: Database[dict[str, Any]]) -> None:
@@ -145,8 +142,7 @@ def test_references_persist_as_sets(database: Database[dict[str, Any]]) -> None:
     assert second.reference_holders("id:1") == {"3"}
     second.write()
 
-    document = store.collection.find_one({"_id": references_id("id:1")})
-    assert document is not None
+    document = store.stored_documents()[references_id("id:1")]
     assert document["holders"] == ["3"]
     assert WorkingState(store).reference_holders("id:1") == {"3"}
     assert WorkingState(store).reference_holders("id:unknown") == set()
@@ -220,7 +216,9 @@ def test_dropping_last_title_candidate_deletes(database: Database[dict[str, Any]
     state.drop_title_candidate("page", "DOC", "Guide", "2")
     state.write()
 
-    assert store.collection.find_one({"_id": title_index_id("page", "DOC", "Guide")}) is None
+    key = title_index_id("page", "DOC", "Guide")
+    assert key not in store.stored_documents()
+    assert store.collection.count_documents({"key": key}) == 0
     assert WorkingState(store).find_by_title("page", "DOC", "Guide", None) is None
 
 
@@ -267,7 +265,7 @@ def test_load_reads_many_ids(database: Database[dict[str, Any]]) -> None:
 def test_insert_race_raises_transient(database: Database[dict[str, Any]]) -> None:
     store = RelationshipStateStore(database, SOURCE)
     first = WorkingState(store)
-    second = WorkingState(store)
+    second = WorkingState(RelationshipStateStore(database, SOURCE))
     assert first.item("1") is None
     assert second.item("1") is None
     first.put(item_document(page("1", "Home"), version=1, seen_at=1, edges={}), WriteGroup.ITEMS)
@@ -283,3 +281,52 @@ def test_insert_race_raises_transient(database: Database[dict[str, Any]]) -> Non
     retried.put(dict(document, title="Start"), WriteGroup.ITEMS)
     retried.write()
     assert WorkingState(store).item("1") == dict(document, title="Start")
+
+
+def test_replaced_versions_are_deleted(database: Database[dict[str, Any]]) -> None:
+    store = RelationshipStateStore(database, SOURCE)
+    for version in (1, 2, 3):
+        state = WorkingState(store)
+        facts = page("1", f"Home {version}")
+        state.put(item_document(facts, version=version, seen_at=1, edges={}), WriteGroup.ITEMS)
+        state.write()
+
+    stored = list(store.collection.find({"key": item_id("1")}))
+    assert len(stored) == 1
+    assert stored[0]["version"] == 3
+    assert store.stored_documents()[item_id("1")]["title"] == "Home 3"
+
+
+def test_leftover_older_version_is_ignored(database: Database[dict[str, Any]]) -> None:
+    store = RelationshipStateStore(database, SOURCE)
+    state = WorkingState(store)
+    state.put(item_document(page("1", "Home"), version=2, seen_at=1, edges={}), WriteGroup.ITEMS)
+    state.write()
+    # A batch that stopped between its inserts and its deletes leaves the older version.
+    older = item_document(page("1", "Start"), version=1, seen_at=1, edges={})
+    older.update({"_id": f"{item_id('1')}@{0:012d}", "key": item_id("1"), "rev": 0})
+    store.collection.insert_one(older)
+
+    reread = RelationshipStateStore(database, SOURCE)
+    document = WorkingState(reread).item("1")
+    assert document is not None
+    assert document["title"] == "Home"
+
+    state = WorkingState(reread)
+    state.put(item_document(page("2", "Guide"), version=1, seen_at=1, edges={}), WriteGroup.ITEMS)
+    state.write()
+    assert store.collection.count_documents({"key": item_id("1")}) == 1
+
+
+def test_documents_from_before_versions_load(database: Database[dict[str, Any]]) -> None:
+    document = item_document(page("1", "Home"), version=1, seen_at=1, edges={})
+    database[collection_name(SOURCE)].insert_one(document)
+    store = RelationshipStateStore(database, SOURCE)
+
+    assert WorkingState(store).item("1") == document
+
+    state = WorkingState(store)
+    state.put(dict(document, title="Start"), WriteGroup.ITEMS)
+    state.write()
+    assert store.collection.find_one({"_id": item_id("1")}) is None
+    assert store.stored_documents()[item_id("1")]["title"] == "Start"
