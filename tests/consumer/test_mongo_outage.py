@@ -7,7 +7,8 @@ middle of their batches: for ``RESET_PHASE_SECONDS`` every connection is reset, 
 ``REFUSE_PHASE_SECONDS`` connections are refused. More records are published in both
 phases. After the proxy forwards again, every record must be in MongoDB exactly once.
 No consumer may exit, commit an offset of a record published during the outage, or send
-a record to a dead-letter topic.
+a record to a dead-letter topic. A second test stops the stream consumer with SIGTERM
+during an outage and checks that a new one writes every record after the restore.
 
 The content tree and its edges are those of ``test_relationships_service``, plus pages of
 a space ``BULK`` whose only edge is "space contains page".
@@ -237,6 +238,21 @@ def dead_letter_counts(env: ConsumerEnv) -> dict[str, int]:
     return counts
 
 
+def consumer_arguments(env: ConsumerEnv, command: str) -> list[str]:
+    """Return the arguments of ``confluence-consumer COMMAND`` with small, quick batches."""
+    return [
+        command,
+        "--group",
+        env.group(command),
+        "--batch-size",
+        "10",
+        "--batch-timeout",
+        "0.2",
+        "--log-interval",
+        "10",
+    ]
+
+
 class ConsumerProcesses:
     """The three ``confluence-consumer`` processes of the test, with their logs."""
 
@@ -247,19 +263,8 @@ class ConsumerProcesses:
 
     def start(self) -> None:
         for command in CONSUMER_NAMES:
-            arguments = [
-                command,
-                "--group",
-                self.env.group(command),
-                "--batch-size",
-                "10",
-                "--batch-timeout",
-                "0.2",
-                "--log-interval",
-                "10",
-            ]
             self.processes[command] = start_console_script(
-                self.env, arguments, self.log_path(command)
+                self.env, consumer_arguments(self.env, command), self.log_path(command)
             )
 
     def log_path(self, command: str) -> Path:
@@ -436,3 +441,76 @@ def test_outage_of_70_seconds_loses_nothing(
     all_logs = "\n".join(logs.values())
     assert "Connection reset by peer" in all_logs
     assert "Connection refused" in all_logs
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    """Send SIGTERM and return the exit status.
+
+    A process still running after ``STOP_DEADLINE_SECONDS`` is killed, and
+    ``subprocess.TimeoutExpired`` is raised.
+    """
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(STOP_DEADLINE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_DEADLINE_SECONDS)
+        raise
+
+
+def test_stop_during_outage_loses_nothing(
+    consumer_env: Callable[..., ConsumerEnv], mongo_uri: str, tmp_path: Path
+) -> None:
+    env = consumer_env(partitions=2)
+    stream = env.database()[stream_collection_name(SOURCE)]
+    publisher = RecordPublisher(env)
+    first_log = tmp_path / "first.log"
+    second_log = tmp_path / "second.log"
+    expected = {f"content:{bulk_id(number)}@v1" for number in range(1, 81)}
+
+    with running_proxy(mongo_uri) as proxy:
+        proxied = dataclasses.replace(env, mongo_uri=f"mongodb://{proxy.address}", _clients=[])
+        arguments = consumer_arguments(proxied, "stream")
+        first = start_console_script(proxied, arguments, first_log)
+        try:
+            for number in range(1, 21):
+                publisher.publish(RecordType.CONTENT, bulk_page(number))
+            publisher.flush()
+            wait_until(lambda: stream.count_documents({}) == 20, "20 pages before the outage")
+
+            proxy.refuse()
+            watermarks_at_cut = high_watermarks(env, (env.topics.content,))
+            for number in range(21, 81):
+                publisher.publish(RecordType.CONTENT, bulk_page(number))
+            publisher.flush()
+            wait_until(
+                lambda: "batch failed with a transient error" in first_log.read_text(),
+                "a retry during the outage",
+            )
+            first_status = stop_process(first)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait(STOP_DEADLINE_SECONDS)
+        committed = committed_offsets(env, env.group("stream"), env.topics.content)
+
+        proxy.restore()
+        second = start_console_script(proxied, arguments, second_log)
+        try:
+            wait_until(
+                lambda: stream.count_documents({}) == len(expected),
+                "every page after the restart",
+                CATCH_UP_DEADLINE_SECONDS,
+            )
+        finally:
+            second_status = stop_process(second)
+
+    assert first_status == 0, first_log.read_text()
+    assert second_status == 0, second_log.read_text()
+    stopped_line = "consumer stopped while a batch was failing consumer=stream-writer"
+    assert stopped_line in first_log.read_text()
+    for partition, offset in committed.items():
+        assert offset <= watermarks_at_cut[(env.topics.content, partition)]
+    stored = [document["_id"] for document in stream.find({}, {"_id": 1})]
+    assert len(stored) == len(expected)
+    assert set(stored) == expected
