@@ -47,12 +47,11 @@ class OutageProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.mode: Mode = "forward"
-        # Client connections ended with a TCP reset, in either outage mode.
+        # Client connections that this proxy closed with a TCP reset.
         self.resets = 0
         # Client connections accepted while the mode was "reset".
         self.accepted_in_reset_mode = 0
         self._listener: socket.socket | None = None
-        self._accepting: asyncio.Task[None] | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self._upstreams: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -110,23 +109,29 @@ class OutageProxy:
         listener.setblocking(False)
         self.port = int(listener.getsockname()[1])
         self._listener = listener
-        self._accepting = asyncio.create_task(self._accept(listener))
+        self._loop.add_reader(listener.fileno(), self._accept_ready, listener)
 
     async def _stop_listening(self) -> None:
         listener, self._listener = self._listener, None
-        accepting, self._accepting = self._accepting, None
-        if accepting is not None:
-            accepting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await accepting
         if listener is not None:
+            self._loop.remove_reader(listener.fileno())
             # Nothing else uses the socket now, so the port stops listening at once.
             listener.close()
 
-    async def _accept(self, listener: socket.socket) -> None:
+    def _accept_ready(self, listener: socket.socket) -> None:
+        # Accepting here instead of awaiting loop.sock_accept() keeps every accepted socket
+        # owned by a handler task: a cancelled sock_accept() can drop a socket it accepted.
         while True:
-            client, _ = await self._loop.sock_accept(listener)
-            handler = asyncio.create_task(self._serve(client))
+            try:
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # ECONNABORTED and the like concern one connection that the client already
+                # gave up. The selector calls back for the next pending connection.
+                return
+            client.setblocking(False)
+            handler = self._loop.create_task(self._serve(client))
             self._handlers.add(handler)
             handler.add_done_callback(self._handlers.discard)
 
@@ -161,7 +166,10 @@ class OutageProxy:
             return
         self._clients.add(writer)
         try:
-            if self.mode == "reset":
+            if self.mode == "refuse":
+                # Accepted in the loop iteration that stopped listening.
+                self._abort(writer)
+            elif self.mode == "reset":
                 self.accepted_in_reset_mode += 1
                 await self._reset_after_first_request(reader, writer)
             else:
