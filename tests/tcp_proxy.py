@@ -119,8 +119,8 @@ class OutageProxy:
             listener.close()
 
     def _accept_ready(self, listener: socket.socket) -> None:
-        # Accepting here instead of awaiting loop.sock_accept() keeps every accepted socket
-        # owned by a handler task: a cancelled sock_accept() can drop a socket it accepted.
+        # Accepting here keeps every accepted socket owned by a handler task, because a
+        # cancelled loop.sock_accept() can drop a socket that it has already accepted.
         while True:
             try:
                 client, _ = listener.accept()
