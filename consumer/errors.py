@@ -39,6 +39,8 @@ RETRYABLE_SERVER_CODES = frozenset(
         91,  # ShutdownInProgress
         112,  # WriteConflict
         189,  # PrimarySteppedDown
+        # A cursor that a server restart dropped; the retried batch opens a new one.
+        43,  # CursorNotFound
         262,  # ExceededTimeLimit
         9001,  # SocketException
         10107,  # NotWritablePrimary

@@ -107,6 +107,16 @@ class StateLease:
         while True:
             current = self._current()
             now = self._clock()
+            if (
+                current is not None
+                and current.get("owner") == self.owner
+                and not current.get("released")
+            ):
+                # This process's own lease, left unreleased when MongoDB failed during
+                # its release: nobody else held the state since, so it is taken back.
+                self.epoch = int(current["_id"])
+                self._renew(now)
+                return False
             if current is None or current.get("released") or current["expires_at"] <= now:
                 epoch = int(current["_id"]) + 1 if current is not None else 1
                 if self._take(epoch, now):
@@ -151,11 +161,12 @@ class StateLease:
         """Give the lease up so that another process can take it at once."""
         if self.epoch is None:
             return
-        epoch = self.epoch
-        self.epoch = None
+        # The epoch is forgotten only once the release is stored. If MongoDB fails here,
+        # the next acquire() renews this epoch instead of waiting for it to expire.
         self.collection.update_one(
-            {"_id": _epoch_id(epoch), "owner": self.owner}, {"$set": {"released": True}}
+            {"_id": _epoch_id(self.epoch), "owner": self.owner}, {"$set": {"released": True}}
         )
+        self.epoch = None
 
     def _current(self) -> Document | None:
         """Return the newest epoch document, or None when no lease was ever taken."""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
+from pymongo.errors import AutoReconnect
 
 from consumer.errors import TransientError
 from consumer.relationships.lease import (
@@ -154,3 +155,33 @@ def test_handlers_taking_turns_derive_the_tree(database: Database[dict[str, Any]
         handler.handle([harness.content(tree_record(content_id))])
 
     assert harness.edges() == expected_edges()
+
+
+def test_failed_release_keeps_the_lease(
+    database: Database[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    holder = lease(database, "a", clock, wait_s=1.0)
+    holder.acquire()
+
+    def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise AutoReconnect("127.0.0.1:27017: connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(holder.collection, "update_one", unreachable)
+        with pytest.raises(AutoReconnect):
+            holder.release()
+
+    assert holder.held
+    assert holder.acquire() is False
+
+
+def test_own_unreleased_epoch_is_taken_back(database: Database[dict[str, Any]]) -> None:
+    clock = FakeClock()
+    holder = lease(database, "a", clock, wait_s=1.0)
+    holder.acquire()
+    epoch = holder.epoch
+    holder.epoch = None
+
+    assert holder.acquire() is False
+    assert holder.epoch == epoch

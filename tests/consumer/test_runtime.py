@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 from pymongo import MongoClient
-from pymongo.errors import AutoReconnect, BulkWriteError, OperationFailure, WriteConcernError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    CursorNotFound,
+    OperationFailure,
+    WriteConcernError,
+)
 
 from consumer.errors import PoisonRecordError, TransientError, is_transient
 from consumer.runtime import (
@@ -110,6 +116,7 @@ def test_options_reject_invalid_values(changes: dict[str, Any]) -> None:
         (BulkWriteError({"writeErrors": [{"code": 11000}], "writeConcernErrors": []}), False),
         (BulkWriteError({"writeErrors": [{"code": 189}]}), True),
         (OperationFailure("not primary", code=10107), True),
+        (CursorNotFound("cursor id 7 not found", code=43), True),
         (OperationFailure("bad update", code=9), False),
         (ValueError("bug"), False),
     ],
