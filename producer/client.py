@@ -69,6 +69,12 @@ REJECTED_CREDENTIAL_MARKERS = (
     "Current user not permitted to use Confluence",
 )
 USER_AGENT = "confluence-stream-producer/0.1"
+# Requests of the configured burst that the client leaves unused. The server counts a
+# request when it arrives, and thread scheduling or a busy server can bring two requests
+# closer together than the client sent them. With the client's burst equal to the
+# server's, that alone brings a 429, whose wait (Retry-After, at least a second) costs far
+# more than the one request held back.
+BURST_RESERVE = 1
 MAX_REDIRECTS = 5
 DOWNLOAD_CHUNK_BYTES = 1 << 16
 
@@ -174,7 +180,9 @@ class ConfluenceClient:
                 source.auth, credentials, token_store=token_store, session=self.session
             )
         self.authenticator = authenticator
-        self.limiter = limiter or RateLimiter(source.rate_limit, source.burst)
+        self.limiter = limiter or RateLimiter(
+            source.rate_limit, max(1, source.burst - BURST_RESERVE)
+        )
         self._sleep = sleep
         self._rng = rng or random.Random()
         root = urlsplit(source.api_root)
@@ -481,16 +489,13 @@ class ConfluenceClient:
         self, url: str, query: Mapping[str, str], response: requests.Response, body: bytes
     ) -> dict[str, Any] | _Retry | _Unauthorized:
         status = response.status_code
-        excerpt = excerpt_of(body)
-        evidence: dict[str, Any] = {
-            "method": "GET",
-            "url": redact_url(response_url(url, query)),
-            "status": status,
-            "excerpt": excerpt,
-        }
-
         if status == 200:
-            return self._parse_json(body, evidence)
+            # The evidence of a failure is built only when parsing fails: decoding a
+            # body of several megabytes for an excerpt on every response costs CPU time.
+            return self._parse_json(body, lambda: self._evidence(url, query, status, body))
+
+        evidence = self._evidence(url, query, status, body)
+        excerpt = evidence["excerpt"]
 
         if status in RETRIED_STATUSES:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -550,14 +555,23 @@ class ConfluenceClient:
         raise FatalError(f"unexpected HTTP {status} from the API", **evidence)
 
     @staticmethod
-    def _parse_json(body: bytes, evidence: dict[str, Any]) -> dict[str, Any] | _Retry:
+    def _evidence(url: str, query: Mapping[str, str], status: int, body: bytes) -> dict[str, Any]:
+        return {
+            "method": "GET",
+            "url": redact_url(response_url(url, query)),
+            "status": status,
+            "excerpt": excerpt_of(body),
+        }
+
+    @staticmethod
+    def _parse_json(body: bytes, evidence: Callable[[], dict[str, Any]]) -> dict[str, Any] | _Retry:
         try:
             payload = orjson.loads(body)
         except ValueError:
-            return _Retry("truncated or invalid JSON body", 200, None, evidence["excerpt"])
+            return _Retry("truncated or invalid JSON body", 200, None, excerpt_of(body))
         if not isinstance(payload, dict):
             raise SkippableError(
-                f"expected a JSON object, got a JSON {type(payload).__name__}", **evidence
+                f"expected a JSON object, got a JSON {type(payload).__name__}", **evidence()
             )
         return payload
 

@@ -415,3 +415,11 @@ def test_undecodable_gzip_download_retried(broken_gzip_source: SourceConfig) -> 
             client.download("/download/attachments/1/file.txt")
 
         assert client.stats.api_calls == 3
+
+
+def test_client_limiter_keeps_burst_reserve(emulator_site: EmulatorSite) -> None:
+    source = emulator_site.source("cloud", burst=20)
+    with ConfluenceClient(source) as client:
+        assert client.limiter.burst == 19
+    with ConfluenceClient(emulator_site.source("cloud", burst=1)) as client:
+        assert client.limiter.burst == 1
