@@ -15,7 +15,8 @@
    record: ``succeeded``, ``partial`` (units skipped after errors) or ``failed``.
 
 Units of steps 3 and 4 (one listing each) run on a thread pool of ``concurrency``
-workers. Records are published page by page, so no space is ever held in memory.
+workers, longest listings first, and each unit requests its next page while it publishes
+the current one. Records are published page by page, so no space is ever held in memory.
 
 Listing strategy per deployment:
 
@@ -30,7 +31,9 @@ mode, comments and attachments through one CQL search per space (``type in (comm
 attachment)``, expanding only ``container`` and ``version``). On a generated site that
 search takes one request per 1,000 items, where child listings per page and blog post
 would take two or more requests per container. ``cloud-oauth`` lists all four types in
-one CQL search.
+one CQL search. A full job on ``cloud`` and ``datacenter`` walks those offset lists of
+pages and blog posts for their content already, so their rows also fill the structure
+listing, and no second walk of the same lists is requested.
 
 Deletions are not listed as records: trashed and purged items are missing from the next
 complete structure listing of their space, whose ``content_types`` names the types it
@@ -44,7 +47,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -101,10 +104,17 @@ _STRUCTURE_EXPAND = "ancestors,version"
 # Comments and attachments take their parent from the container, not from ancestors.
 _CONTAINED_STRUCTURE_EXPAND = "container,version"
 _CONTAINED_KINDS = ("comment", "attachment")
+# Types whose structure listing walks the same offset list as their full-mode content.
+_SHARED_KINDS = ("page", "blogpost")
 # Maximum and default page size of /content/{id}/label.
 _LABEL_PAGE_SIZE = 200
 _SPACE_EXPAND = "description.plain,history"
 _OPTIONAL_EXPANSION_STATUSES = frozenset({500, 501})
+# Order in which the units of all spaces start, longest listings first: a listing is
+# walked one page after the other, so a long one that starts last keeps one worker busy
+# while the others idle. Pages usually outnumber the other types, and a structure
+# listing takes few requests at 1,000 rows each, but more than most blog post listings.
+_UNIT_ORDER = ("page", "comment", "attachment", "structure", "blogpost")
 
 
 class CrawlClient(Protocol):
@@ -208,6 +218,7 @@ class CrawlJob:
         self._archived_spaces: set[str] = set()
         self._site_base: str | None = None
         self._zone: tzinfo | None = None
+        self._fetch_pool: ThreadPoolExecutor | None = None
         self.state: JobState | None = None
 
     # --- step 1 and 5: the job around the steps ----------------------------------------
@@ -378,7 +389,15 @@ class CrawlJob:
         if window.mode is JobMode.INCREMENTAL:
             self._zone = self._query_zone()
         kinds = [kind for kind in CONTENT_KINDS if kind in self.source.content_types]
-        units: list[tuple[str, Callable[[], None]]] = []
+        # A full job lists pages and blog posts through the same offset lists that the
+        # structure listing walks, so their rows also fill the structure listing and the
+        # structure unit walks only the other types.
+        shared = [
+            kind for kind in _SHARED_KINDS if kind in kinds and not self._uses_search(kind, window)
+        ]
+        own = [kind for kind in self.structure_types() if kind not in shared]
+        units: list[tuple[int, str, Callable[[], None]]] = []
+        listings: list[_StructureListing] = []
         for space in spaces:
             key = str(space["key"])
             space_id = space.get("id")
@@ -386,32 +405,86 @@ class CrawlJob:
                 self._space_ids[key] = space_id
             if space.get("status") == "archived":
                 self._archived_spaces.add(key)
-            self._tallies[key] = _SpaceTally(remaining=len(kinds) + 1)
-            for kind in kinds:
-                units.append((key, self._content_unit(key, kind, window)))
-            units.append(
-                (key, self._structure_unit(key, space_id if isinstance(space_id, int) else None))
+            self._tallies[key] = _SpaceTally(remaining=len(kinds) + (1 if own else 0))
+            listing = _StructureListing(
+                self,
+                key,
+                space_id if isinstance(space_id, int) else None,
+                parts=len(shared) + (1 if own else 0),
             )
-        self._run_units(units)
+            listings.append(listing)
+            for kind in kinds:
+                part = listing if kind in shared else None
+                unit = self._content_unit(key, kind, window, part)
+                units.append((_UNIT_ORDER.index(kind), key, unit))
+            if own:
+                units.append(
+                    (_UNIT_ORDER.index("structure"), key, self._structure_unit(listing, own))
+                )
+        # A stable sort keeps the spaces in listing order within each kind of unit.
+        units.sort(key=lambda unit: unit[0])
+        try:
+            self._run_units([(key, unit) for _, key, unit in units])
+        finally:
+            for listing in listings:
+                listing.abandon()
 
     def _run_units(self, units: list[tuple[str, Callable[[], None]]]) -> None:
         if not units:
             return
         workers = max(1, min(self.source.concurrency, len(units)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crawl") as pool:
-            futures: list[Future[None]] = [
-                pool.submit(self._guarded, space, unit) for space, unit in units
-            ]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            failure = next(
-                (future.exception() for future in done if future.exception() is not None), None
-            )
-            if failure is not None:
-                self._stop.set()
-                for future in pending:
-                    future.cancel()
-                wait(pending)
-                raise failure
+        # Each running unit has at most one page request waiting in the fetch pool, so
+        # the fetch pool needs as many threads as the unit pool and never queues.
+        with (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as fetch_pool,
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crawl") as pool,
+        ):
+            self._fetch_pool = fetch_pool
+            try:
+                futures: list[Future[None]] = [
+                    pool.submit(self._guarded, space, unit) for space, unit in units
+                ]
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                failure = next(
+                    (future.exception() for future in done if future.exception() is not None),
+                    None,
+                )
+                if failure is not None:
+                    self._stop.set()
+                    for future in pending:
+                        future.cancel()
+                    wait(pending)
+                    raise failure
+            finally:
+                self._fetch_pool = None
+
+    def _prefetched(self, pages: Iterator[Page]) -> Iterator[Page]:
+        """Yield ``pages``, requesting the next page while the caller processes this one.
+
+        The paginator still builds each request from the page before it, and a listing
+        still has at most one request in flight. Outside ``_run_units`` there is no fetch
+        pool, and the pages come one after the other.
+        """
+        fetch_pool = self._fetch_pool
+        if fetch_pool is None:
+            yield from pages
+            return
+        pending: Future[Page | None] | None = fetch_pool.submit(next, pages, None)
+        try:
+            while pending is not None:
+                page = pending.result()
+                pending = None
+                if page is None:
+                    return
+                pending = fetch_pool.submit(next, pages, None)
+                yield page
+        finally:
+            if pending is not None:
+                # The caller stopped early, after an error or a cancelled job. The
+                # paginator can be closed only after its running request returned.
+                wait([pending])
+            if isinstance(pages, Generator):
+                pages.close()
 
     def _guarded(self, space: str, unit: Callable[[], None]) -> None:
         if self._stop.is_set():
@@ -627,11 +700,18 @@ class CrawlJob:
         path = f"/space/{quote(key, safe='~')}/content/{kind}"
         return offset_pages(self.client, path, {"expand": joined}, limit=limit)
 
-    def _content_unit(self, key: str, kind: str, window: Window) -> Callable[[], None]:
+    def _content_unit(
+        self, key: str, kind: str, window: Window, listing: _StructureListing | None
+    ) -> Callable[[], None]:
         def unit() -> None:
             unit_name = f"space:{key}:{kind}"
             try:
-                self._walk_content(key, kind, window, unit_name)
+                if listing is None:
+                    self._walk_content(key, kind, window, unit_name, None)
+                else:
+                    listing.walk_part(
+                        lambda: self._walk_content(key, kind, window, unit_name, listing)
+                    )
             except (SkippableError, RetriableError) as error:
                 self._record_error(unit_name, error)
                 with self._lock:
@@ -639,14 +719,23 @@ class CrawlJob:
 
         return unit
 
-    def _walk_content(self, key: str, kind: str, window: Window, unit_name: str) -> None:
+    def _walk_content(
+        self,
+        key: str,
+        kind: str,
+        window: Window,
+        unit_name: str,
+        listing: _StructureListing | None,
+    ) -> None:
         assert self.state is not None
         context = RecordContext(self.source.id, self.state.job_id, self._site_base)
         expand = self._expand(kind, optional=True)
         served = 0
         try:
-            for page in self._content_pages(key, kind, window, expand):
+            for page in self._prefetched(self._content_pages(key, kind, window, expand)):
                 served += self._publish_content(page, key, context, unit_name)
+                if listing is not None:
+                    listing.add(page)
         except (SkippableError, RetriableError) as error:
             if served or error.status not in _OPTIONAL_EXPANSION_STATUSES:
                 raise
@@ -660,8 +749,10 @@ class CrawlJob:
                 unit_name,
                 ",".join(item for item in expand if item not in reduced),
             )
-            for page in self._content_pages(key, kind, window, reduced):
+            for page in self._prefetched(self._content_pages(key, kind, window, reduced)):
                 self._publish_content(page, key, context, unit_name)
+                if listing is not None:
+                    listing.add(page)
 
     def _publish_content(self, page: Page, key: str, context: RecordContext, unit_name: str) -> int:
         self._check_stop()
@@ -733,16 +824,18 @@ class CrawlJob:
         contained = [kind for kind in _CONTAINED_KINDS if kind in self.source.content_types]
         return ["page", "blogpost", *contained]
 
-    def _structure_pages(self, key: str) -> Iterator[Page]:
-        types = self.structure_types()
-        contained = types[2:]
+    def _structure_pages(self, key: str, types: list[str]) -> Iterator[Page]:
+        """Walk the structure listing of ``types``, a subset of ``structure_types()``."""
+        contained = [kind for kind in types if kind in _CONTAINED_KINDS]
         space = cql_string(key)
         if self.source.deployment == "cloud-oauth":
             cql = f"space = {space} and type in ({', '.join(types)})"
             expand = _STRUCTURE_EXPAND + (",container" if contained else "")
             yield from self._search_pages(key, cql, expand, STRUCTURE_PAGE_SIZE, every_row=True)
             return
-        for kind in ("page", "blogpost"):
+        for kind in _SHARED_KINDS:
+            if kind not in types:
+                continue
             path = f"/space/{quote(key, safe='~')}/content/{kind}"
             yield from offset_pages(
                 self.client, path, {"expand": _STRUCTURE_EXPAND}, limit=STRUCTURE_PAGE_SIZE
@@ -753,17 +846,23 @@ class CrawlJob:
                 key, cql, _CONTAINED_STRUCTURE_EXPAND, STRUCTURE_PAGE_SIZE, every_row=True
             )
 
-    def _structure_unit(self, key: str, space_id: int | None) -> Callable[[], None]:
+    def _structure_unit(self, listing: _StructureListing, types: list[str]) -> Callable[[], None]:
         def unit() -> None:
-            _StructureListing(self, key, space_id).run()
+            listing.walk_part(lambda: listing.walk(types), own=True)
 
         return unit
 
 
 class _StructureListing:
-    """Publishes one space's structure as chunks, ending in ``complete`` or ``aborted``."""
+    """Publishes one space's structure as chunks, ending in ``complete`` or ``aborted``.
 
-    def __init__(self, job: CrawlJob, key: str, space_id: int | None) -> None:
+    Its rows come from ``parts`` walks, which may run on different workers at once: the
+    structure unit's own walk and, in a full job, the content walks of pages and blog
+    posts. The listing is ``complete`` once every part finished, and ``aborted`` as soon
+    as one part failed, so a consumer never derives deletions from a partial listing.
+    """
+
+    def __init__(self, job: CrawlJob, key: str, space_id: int | None, *, parts: int) -> None:
         assert job.state is not None
         self.job = job
         self.key = key
@@ -777,43 +876,115 @@ class _StructureListing:
             "content_types": job.structure_types(),
             "started_at": job.clock(),
         }
+        self.parts = parts
+        self.finished = False
         self.sequence = 0
         self.item_count = 0
         self.buffer: list[dict[str, Any]] = []
+        # Held while a chunk is published, so chunks reach the topic in sequence order.
+        self._lock = threading.Lock()
 
-    def run(self) -> None:
-        unit_name = f"space:{self.key}:structure"
+    @property
+    def unit_name(self) -> str:
+        return f"space:{self.key}:structure"
+
+    def walk(self, types: list[str]) -> None:
+        """Walk the structure listing of ``types`` and add its rows."""
+        for page in self.job._prefetched(self.job._structure_pages(self.key, types)):
+            self.job._check_stop()
+            self.add(page)
+            if self.finished:
+                return
+
+    def add(self, page: Page) -> None:
+        """Add the rows of one page. A row that cannot be mapped aborts the listing."""
         try:
-            for page in self.job._structure_pages(self.key):
-                self.job._check_stop()
-                for item in page.results:
-                    self.buffer.append(structure_item(item))
-                    if len(self.buffer) >= STRUCTURE_CHUNK_SIZE:
-                        self._flush_items()
-            self._flush_items()
-        except (SkippableError, RetriableError, FatalError, RecordMappingError) as error:
-            reason = self._reason(error)
-            self._publish_final("aborted", reason)
-            if isinstance(error, FatalError):
-                raise
-            if isinstance(error, RecordMappingError):
-                error = SkippableError(str(error))
-            self.job._record_error(unit_name, error)
+            items = [structure_item(item) for item in page.results]
+        except RecordMappingError as error:
+            self._abort(error)
+            return
+        with self._lock:
+            if self.finished:
+                return
+            self.buffer.extend(items)
+            while len(self.buffer) >= STRUCTURE_CHUNK_SIZE:
+                self._flush_items(STRUCTURE_CHUNK_SIZE)
+
+    def walk_part(self, walk: Callable[[], None], *, own: bool = False) -> None:
+        """Run one part's walk, then end the listing after its last part or first failure.
+
+        The walk's error is raised again, except a skippable or retriable error of the
+        structure unit's ``own`` walk, which ends as an error recorded on the job.
+        """
+        try:
+            walk()
+            self._part_done()
+        except Exception as error:
+            self._abort(error)
+            if own and isinstance(error, (SkippableError, RetriableError, RecordMappingError)):
+                return
+            raise
+
+    def abandon(self) -> None:
+        """End a listing whose parts did not all run, because a fatal error stopped the job.
+
+        A listing that published no chunk stays unpublished, as one that never started.
+        """
+        with self._lock:
+            if self.finished or self.sequence == 0:
+                return
+            self.finished = True
+            try:
+                self._publish_final(
+                    "aborted", "the job stopped after a fatal error in another unit"
+                )
+            except Exception as error:  # The job already failed with the first error.
+                log.error(
+                    "aborted structure chunk not published space=%s error=%s", self.key, error
+                )
+
+    def _part_done(self) -> None:
+        with self._lock:
+            if self.finished:
+                return
+            self.parts -= 1
+            if self.parts > 0:
+                return
+            self._flush_items(len(self.buffer))
+            self._publish_final("complete", None)
+            self.finished = True
+        with self.job._lock:
+            self.job._tallies[self.key].structure = f"complete({self.item_count})"
+
+    def _abort(self, error: Exception) -> None:
+        """Publish the ``aborted`` chunk once and record the error on the job."""
+        with self._lock:
+            if self.finished:
+                return
+            self.finished = True
+            if isinstance(error, CrawlCancelled):
+                reason = "the job stopped after a fatal error in another unit"
+            else:
+                reason = self._reason(error)
+            try:
+                self._publish_final("aborted", reason)
+            except Exception as publish_error:
+                if isinstance(error, (SkippableError, RetriableError, RecordMappingError)):
+                    raise
+                # The error being raised is the one to report.
+                log.error(
+                    "aborted structure chunk not published space=%s error=%s",
+                    self.key,
+                    publish_error,
+                )
+        if isinstance(error, (SkippableError, RetriableError, RecordMappingError)):
+            recorded = (
+                SkippableError(str(error)) if isinstance(error, RecordMappingError) else error
+            )
+            self.job._record_error(self.unit_name, recorded)
             with self.job._lock:
                 self.job._tallies[self.key].errors += 1
                 self.job._tallies[self.key].structure = "aborted"
-            return
-        except CrawlCancelled:
-            self._publish_final("aborted", "the job stopped after a fatal error in another unit")
-            raise
-        except Exception as error:
-            # A publisher or codec failure fails the job. The listing still ends as aborted
-            # when the publisher takes that chunk, so consumers stop waiting for it.
-            self._publish_aborted_after(error)
-            raise
-        self._publish_final("complete", None)
-        with self.job._lock:
-            self.job._tallies[self.key].structure = f"complete({self.item_count})"
 
     @staticmethod
     def _reason(error: Exception) -> str:
@@ -838,26 +1009,17 @@ class _StructureListing:
         self.sequence += 1
         return chunk
 
-    def _flush_items(self) -> None:
-        if not self.buffer:
+    def _flush_items(self, count: int) -> None:
+        if not count:
             return
-        chunk = self._chunk("items", self.buffer)
+        items = self.buffer[:count]
+        chunk = self._chunk("items", items)
         self.job.publisher.publish(RecordType.STRUCTURE_LISTING, self.record_key, chunk)
         assert self.job.state is not None
         self.job.state.count("structure_listing")
-        self.item_count += len(self.buffer)
-        self.job.progress.record("structure_item", len(self.buffer))
-        self.buffer = []
-
-    def _publish_aborted_after(self, error: Exception) -> None:
-        try:
-            self._publish_final("aborted", self._reason(error))
-        except Exception as publish_error:  # The error being raised is the one to report.
-            log.error(
-                "aborted structure chunk not published space=%s error=%s",
-                self.key,
-                publish_error,
-            )
+        self.item_count += len(items)
+        self.job.progress.record("structure_item", len(items))
+        self.buffer = self.buffer[count:]
 
     def _publish_final(self, kind: str, reason: str | None) -> None:
         assert self.job.state is not None

@@ -13,8 +13,9 @@ from typing import Any
 
 from producer.client import RequestStats
 from producer.config import SourceConfig, parse_sources
-from producer.crawl import CrawlJob, CrawlOptions, JobResult
-from producer.errors import RetriableError
+from producer.crawl import CrawlJob, CrawlOptions, JobResult, _StructureListing
+from producer.errors import FatalError, RetriableError
+from producer.paging import Page
 from producer.progress import Progress
 from producer.publisher import DryRunPublisher, RecordTooLargeError
 from schemas.catalogue import RecordType
@@ -374,3 +375,117 @@ def test_structure_aborted_when_publish_fails() -> None:
     assert result.status == "failed"
     assert [chunk["kind"] for chunk in publisher.chunks] == ["aborted"]
     assert "RecordTooLargeError" in publisher.chunks[0]["abort_reason"]
+
+
+def is_structure_offset_list(path: str, query: Mapping[str, str]) -> bool:
+    """Return True for a structure listing's own offset list of pages or blog posts."""
+    return path.startswith("/space/DOCS/content/") and query.get("expand") == "ancestors,version"
+
+
+def test_full_job_structure_from_content_walks() -> None:
+    client = ScriptedClient(default_handler)
+    publisher = run_recording(client, source(content_types=["page", "blogpost"]))
+
+    assert not [path for path, query in client.requests if is_structure_offset_list(path, query)]
+    final = publisher.chunks[-1]
+    assert final["kind"] == "complete"
+    assert final["content_types"] == ["page", "blogpost"]
+    items = {item["id"] for chunk in publisher.chunks for item in chunk["items"]}
+    assert items == {"1", "2"}
+    assert final["item_count"] == 2
+
+
+def test_structure_lists_types_not_crawled() -> None:
+    client = ScriptedClient(default_handler)
+    publisher = run_recording(client, source(content_types=["page"]))
+
+    own_lists = [path for path, query in client.requests if is_structure_offset_list(path, query)]
+    assert own_lists == ["/space/DOCS/content/blogpost"]
+    assert publisher.chunks[-1]["kind"] == "complete"
+    items = {item["id"] for chunk in publisher.chunks for item in chunk["items"]}
+    assert items == {"1", "2"}
+
+
+def test_content_failure_aborts_structure() -> None:
+    def handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+        if path == "/space/DOCS/content/page" and "body.storage" in query.get("expand", ""):
+            raise RetriableError("HTTP 503 persisted", method="GET", url=path, status=503)
+        return default_handler(path, query)
+
+    client = ScriptedClient(handler)
+    publisher = RecordingPublisher()
+    config = source(content_types=["page", "blogpost"])
+    result = CrawlJob(config, client, publisher, lambda: [], options=CrawlOptions(full=True)).run()
+
+    assert result.status == "partial"
+    units = {error["unit"]: error for error in result.record["errors"]}
+    assert units["space:DOCS:page"]["status"] == 503
+    assert units["space:DOCS:structure"]["status"] == 503
+    kinds = [chunk["kind"] for chunk in publisher.chunks]
+    assert kinds == ["aborted"]
+    assert "503" in publisher.chunks[-1]["abort_reason"]
+
+
+def test_fatal_error_aborts_started_structure() -> None:
+    def handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+        if path == "/content/search" and "type = comment" in query.get("cql", ""):
+            raise FatalError("HTTP 400 from the search", method="GET", url=path, status=400)
+        if path == "/space/DOCS/content/page" and query["start"] == "0":
+            # Enough rows for one published chunk of the structure listing.
+            return listing([page(str(number)) for number in range(1, 501)])
+        return default_handler(path, query)
+
+    client = ScriptedClient(handler)
+    publisher = RecordingPublisher()
+    # One worker runs the page walk, which publishes a chunk of the structure listing,
+    # before the comment walk fails the job and the listing's other parts are left out.
+    config = source(content_types=["page", "blogpost", "comment"])
+    result = CrawlJob(config, client, publisher, lambda: [], options=CrawlOptions(full=True)).run()
+
+    assert result.status == "failed"
+    kinds = [chunk["kind"] for chunk in publisher.chunks]
+    assert kinds == ["items", "aborted"]
+    assert "fatal error in another unit" in publisher.chunks[-1]["abort_reason"]
+
+
+def test_offset_walk_pages_in_order() -> None:
+    rows = {0: ["1", "2"], 2: ["3", "4"], 4: ["5"]}
+
+    def handler(path: str, query: dict[str, str]) -> dict[str, Any]:
+        if path == "/space/DOCS/content/page":
+            start = int(query["start"])
+            response = listing([page(content_id) for content_id in rows[start]])
+            response["start"] = start
+            if start < 4:
+                response["_links"]["next"] = f"/rest/api/space/DOCS/content/page?start={start + 2}"
+            return response
+        return default_handler(path, query)
+
+    client = ScriptedClient(handler)
+    publisher = run_recording(client, source(content_types=["page", "blogpost"]))
+
+    starts = [
+        query["start"] for path, query in client.requests if path == "/space/DOCS/content/page"
+    ]
+    assert starts == ["0", "2", "4"]
+    items = [item["id"] for chunk in publisher.chunks for item in chunk["items"]]
+    assert items == ["1", "2", "3", "4", "5"]
+
+
+def test_abandoned_structure_listing_aborted() -> None:
+    publisher = RecordingPublisher()
+    job = CrawlJob(
+        source(), ScriptedClient(default_handler), publisher, lambda: [], options=CrawlOptions()
+    )
+    job._start()
+    started = _StructureListing(job, "DOCS", 42, parts=2)
+    started.add(Page(results=[page(str(number)) for number in range(500)], raw={}, request_path=""))
+    untouched = _StructureListing(job, "OTHER", 43, parts=1)
+
+    # Another unit failed the job before the second part of either listing ran.
+    started.abandon()
+    untouched.abandon()
+
+    assert [chunk["kind"] for chunk in publisher.chunks] == ["items", "aborted"]
+    assert {chunk["space_key"] for chunk in publisher.chunks} == {"DOCS"}
+    assert publisher.chunks[-1]["item_count"] == 500
