@@ -107,7 +107,7 @@ class SourceConfig:
     content_types: frozenset[str]
     concurrency: int
     rate_limit: float  # requests per second, client side, shared by all workers
-    burst: int  # the server's burst; the client leaves one request of it unused
+    burst: int  # the server's burst, of which the client leaves 0.1 s of requests unused
     page_size: int
     overlap: timedelta
     time_zone: str | None

@@ -418,8 +418,12 @@ def test_undecodable_gzip_download_retried(broken_gzip_source: SourceConfig) -> 
 
 
 def test_client_limiter_keeps_burst_reserve(emulator_site: EmulatorSite) -> None:
-    source = emulator_site.source("cloud", burst=20)
+    source = emulator_site.source("cloud", rate_limit=20.0, burst=20)
     with ConfluenceClient(source) as client:
-        assert client.limiter.burst == 19
-    with ConfluenceClient(emulator_site.source("cloud", burst=1)) as client:
+        assert client.limiter.burst == 18
+    small = emulator_site.source("cloud", rate_limit=20.0, burst=2)
+    with ConfluenceClient(small) as client:
         assert client.limiter.burst == 1
+    slow = emulator_site.source("cloud", rate_limit=0.5, burst=5)
+    with ConfluenceClient(slow) as client:
+        assert client.limiter.burst == 4
