@@ -39,7 +39,7 @@ START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
 
 SOURCE_DIR = Path(__file__).resolve().parent / "ferretdb"
-SOURCE_FILES = ("main.go", "go.mod", "go.sum")
+SOURCE_FILES = ("main.go", "idindex.go", "go.mod", "go.sum")
 # The PostgreSQL backend is not used, and leaving it out makes the binary smaller.
 BUILD_FLAGS = ("-trimpath", "-tags", "ferretdb_no_postgresql")
 

@@ -19,9 +19,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
+
+// idIndexInterval is how often new collection tables get the _id path index (see idindex.go).
+const idIndexInterval = time.Second
 
 // resolvePort returns the -port flag when it is set, else LOCAL_MONGO_PORT, else 27017.
 func resolvePort(flagPort int) (int, error) {
@@ -96,6 +100,8 @@ func run() error {
 	defer stop()
 
 	logger.Info("FerretDB started", "listen_addr", listenAddr, "data_dir", absDataDir, "pid", os.Getpid())
+
+	go indexIDPaths(ctx, absDataDir, idIndexInterval, logger)
 
 	if err = server.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("FerretDB stopped with an error: %w", err)
