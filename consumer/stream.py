@@ -56,21 +56,17 @@ in which 100 or more statements match a document. So the writer
   with ``tracemalloc`` on CPython 3.11), so 100,000 entities take about 70 MB, and each
   further version of an entity adds about 120 bytes.
 - inserts version documents and heads of new entities with ``insert_many(ordered=False)``
-  and updates only what changes: a version stored with a lower order (a refetch) is
-  updated, the previous current versions of the batch are flipped to ``current: false``
-  with one ``$in`` filter, and the heads of entities that got a new version are deleted
-  with one ``$in`` filter and inserted again, because FerretDB 1.24 finds the document of
-  every single update by scanning the collection. An older version arriving after a
-  newer one is inserted with ``current: false`` and leaves the current version as it is.
+  and updates only what changes: a version stored with a lower order (a refetch), the
+  previous current version flipped to ``current: false``, and the head of an entity that
+  got a new version. An older version arriving after a newer one is inserted with
+  ``current: false`` and leaves the current version as it is.
 - treats an entity that has no head in memory as new. A duplicate key error on one of its
   version documents or on its head insert means it has stored state after all: an earlier
-  attempt of the batch failed before the head write or between deleting and inserting
-  the heads, the partition count of the topic changed so keys moved to other partitions
-  (its head names the old partition), or the head was written before heads carried a
-  partition. Only then are the stored heads of those entities read (one query), or
-  rebuilt from their version documents where none is stored, and their documents'
-  ``current`` flags and heads are rewritten against them, so no entity ends with two
-  current versions.
+  attempt of the batch failed before the head write, the partition count of the topic
+  changed so keys moved to other partitions (its head names the old partition), or the
+  head was written before heads carried a partition. Only then are the stored heads of
+  those entities read (one query), and their documents' ``current`` flags and heads are
+  rewritten against them, so no entity ends with two current versions.
 
 A duplicate key error on a version document of an entity whose head is in memory means an
 earlier delivery of the batch crashed before writing the heads; the document is rewritten
@@ -90,7 +86,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -325,15 +321,14 @@ class WritePlan:
     """The writes of one batch for one stream collection, in the order they run.
 
     ``inserts`` are version documents never stored before. ``updates`` rewrite a stored
-    version with a higher order, and ``flips`` name the previous current versions to set
-    to ``current: false``. ``new_heads`` are inserted and ``changed_heads`` replaced.
+    version with a higher order, or flip the previous current version to
+    ``current: false``. ``new_heads`` are inserted and ``changed_heads`` replaced.
     ``documents`` maps every written document id to its fields without ``_id``, so a
     duplicate insert can be turned into an update.
     """
 
     inserts: list[dict[str, Any]] = field(default_factory=list)
     updates: list[UpdateOne] = field(default_factory=list)
-    flips: list[str] = field(default_factory=list)
     update_records: list[ConsumedRecord | None] = field(default_factory=list)
     new_heads: list[Head] = field(default_factory=list)
     changed_heads: list[Head] = field(default_factory=list)
@@ -392,7 +387,8 @@ def plan_writes(
             and previous_current != head.current_id
             and previous_current not in rewritten
         ):
-            plan.flips.append(previous_current)
+            plan.updates.append(_flip_off(previous_current))
+            plan.update_records.append(None)
         if known is None:
             plan.new_heads.append(head)
         else:
@@ -431,13 +427,8 @@ def _rewrite(document_id: str, document: dict[str, Any], now: datetime) -> Updat
     )
 
 
-# Document ids per ``$in`` filter of one command.
-_IN_CHUNK = 1000
-
-
-def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), _IN_CHUNK):
-        yield list(ids[start : start + _IN_CHUNK])
+def _flip_off(document_id: str) -> UpdateOne:
+    return UpdateOne({"_id": document_id}, {"$set": {"current": False}})
 
 
 # The handler
@@ -525,7 +516,6 @@ class StreamWriter:
             else:
                 unknown.add(entity_id)
         self._bulk_write(collection, plan.updates + repairs, plan.update_records + repair_records)
-        self._flip_off(collection, plan.flips)
         if unknown:
             self._reconcile(name, unknown, collapsed, plan, now)
 
@@ -538,7 +528,11 @@ class StreamWriter:
                 {},
             )
         )
-        self._replace_heads(heads_collection, plan.changed_heads)
+        head_updates = [
+            UpdateOne({"_id": head.entity_id}, {"$set": head.document()})
+            for head in plan.changed_heads
+        ]
+        self._bulk_write(heads_collection, head_updates, [None] * len(head_updates))
         if conflicts:
             self._reconcile(name, conflicts, collapsed, plan, now)
 
@@ -560,11 +554,9 @@ class StreamWriter:
         Such an entity was written by an earlier attempt of this batch that failed before
         its head was written, by this partition's previous owner before the topic's
         partition count changed (its head names another partition), or by a writer version
-        whose heads carried no partition, or by a batch that stopped between deleting and
-        inserting the heads it replaced. Its stored head is read, or rebuilt from its version
-        documents when it has none, the batch's versions are judged against it, and every
-        document of the batch and the previous current version get their ``current`` flag
-        set explicitly.
+        whose heads carried no partition. Its stored head is read, the batch's versions
+        are judged against it, and every document of the batch and the previous current
+        version get their ``current`` flag set explicitly.
         """
         heads_collection = self.database[name + HEADS_SUFFIX]
         ids = sorted(entity_ids)
@@ -573,22 +565,17 @@ class StreamWriter:
             document["_id"]: Head.from_document(document)
             for document in heads_collection.find(query)
         }
-        rebuilt = self._heads_from_versions(name, [i for i in ids if i not in stored])
-        stored.update(rebuilt)
         log.info(
-            "reading stored heads of entities not in memory collection=%s entities=%d found=%d "
-            "rebuilt=%d",
+            "reading stored heads of entities not in memory collection=%s entities=%d found=%d",
             name,
             len(ids),
-            len(stored) - len(rebuilt),
-            len(rebuilt),
+            len(stored),
         )
         grouped = group_by_entity(
             {key: version for key, version in collapsed.items() if version.entity_id in entity_ids}
         )
         updates: list[UpdateOne] = []
         records: list[ConsumedRecord | None] = []
-        flips: list[str] = []
         heads: list[Head] = []
         for entity_id, entity_versions in grouped.items():
             head = stored.get(entity_id, Head(entity_id))
@@ -609,17 +596,10 @@ class StreamWriter:
                 and previous_current != head.current_id
                 and previous_current not in accepted_ids
             ):
-                flips.append(previous_current)
+                updates.append(_flip_off(previous_current))
+                records.append(None)
             heads.append(head)
         self._bulk_write(self.database[name], updates, records)
-        self._flip_off(self.database[name], flips)
-        if rebuilt:
-            # A rebuilt head cannot name every document flagged current by earlier writes.
-            currents = [head.current_id for head in heads if head.current_id is not None]
-            self.database[name].update_many(
-                {"entity_id": {"$in": sorted(rebuilt)}, "current": True, "_id": {"$nin": currents}},
-                {"$set": {"current": False}},
-            )
         head_updates = [
             UpdateOne({"_id": head.entity_id}, {"$set": head.document()}, upsert=True)
             for head in heads
@@ -627,47 +607,6 @@ class StreamWriter:
         self._bulk_write(heads_collection, head_updates, [None] * len(head_updates))
         for head in heads:
             self._remember(name, head)
-
-    def _heads_from_versions(self, name: str, entity_ids: list[str]) -> dict[str, Head]:
-        """Return heads rebuilt from the stored version documents of ``entity_ids``."""
-        if not entity_ids:
-            return {}
-        heads: dict[str, Head] = {}
-        cursor = self.database[name].find(
-            {"entity_id": {"$in": entity_ids}}, {"entity_id": 1, "version_key": 1, "order": 1}
-        )
-        for document in cursor:
-            head = heads.setdefault(document["entity_id"], Head(document["entity_id"]))
-            order = list(document["order"])
-            head.versions[document["version_key"]] = order
-            if head.current_order is None or order > head.current_order:
-                head.current_id = document["_id"]
-                head.current_order = order
-        return heads
-
-    def _flip_off(self, collection: Collection[dict[str, Any]], document_ids: list[str]) -> None:
-        """Set ``current: false`` on the documents, with one ``$in`` filter per command.
-
-        FerretDB 1.24 scans the collection once per filter, so one filter for the batch's
-        flips costs one scan instead of one per document.
-        """
-        for chunk in _chunks(sorted(set(document_ids))):
-            collection.update_many({"_id": {"$in": chunk}}, {"$set": {"current": False}})
-
-    def _replace_heads(self, collection: Collection[dict[str, Any]], heads: list[Head]) -> None:
-        """Replace stored heads: delete them with one ``$in`` filter, then insert them.
-
-        FerretDB 1.24 scans the collection for every updated document, and this costs one
-        scan per batch instead. A stop between the delete and the insert leaves these
-        entities without a head. Their records come again, because offsets are stored only
-        after this batch. Their version documents are then found stored, and
-        ``_reconcile`` rebuilds the heads from the version documents.
-        """
-        if not heads:
-            return
-        for chunk in _chunks([head.entity_id for head in heads]):
-            collection.delete_many({"_id": {"$in": chunk}})
-        self._insert(collection, [{"_id": head.entity_id, **head.document()} for head in heads], {})
 
     def _partition_heads(self, name: str, topic: str, partition: int) -> dict[str, Head]:
         """Return the heads of one partition, read from MongoDB on first use."""

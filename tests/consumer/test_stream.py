@@ -153,8 +153,9 @@ def test_plan_flips_previous_current() -> None:
     plan = plan_writes(collapse([v2]), heads, FETCHED_AT)
 
     assert [document["_id"] for document in plan.inserts] == ["content:98487@v2"]
-    assert plan.updates == []
-    assert plan.flips == ["content:98487@v1"]
+    assert len(plan.updates) == 1
+    assert plan.updates[0]._filter == {"_id": "content:98487@v1"}
+    assert plan.updates[0]._doc == {"$set": {"current": False}}
     assert [head.entity_id for head in plan.changed_heads] == ["content:98487"]
 
 
@@ -617,39 +618,3 @@ def test_runtime_passes_assignment(consumer_env: Callable[..., ConsumerEnv]) -> 
     topics = [env.topics.spaces, env.topics.content, env.topics.relationships]
     assert sorted(writer.assigned) == sorted((topic, p) for topic in topics for p in range(2))
     assert [document["current"] for document in collection.find()] == [True]
-
-
-class CrashBetweenHeadWrites(StreamWriter):
-    """A stream writer that stops after deleting the heads it replaces, before inserting."""
-
-    def _replace_heads(self, collection: Collection[dict[str, Any]], heads: list[Head]) -> None:
-        if heads:
-            collection.delete_many({"_id": {"$in": [head.entity_id for head in heads]}})
-            raise SimulatedCrash(collection.name)
-
-
-def test_crash_between_head_writes(database: Database[dict[str, Any]]) -> None:
-    StreamWriter(database).handle([content("1", 1, 0), content("2", 1, 1)])
-    batch = [content("1", 2, 2), content("2", 2, 3)]
-    with pytest.raises(SimulatedCrash):
-        CrashBetweenHeadWrites(database).handle(batch)
-    assert database[STREAM + HEADS_SUFFIX].count_documents({}) == 0
-
-    restarted = StreamWriter(database)
-    restarted.handle([*batch, content("1", 3, 4)])
-
-    assert current_ids(database) == ["content:1@v3", "content:2@v2"]
-    assert head_currents(database) == {"content:1": "content:1@v3", "content:2": "content:2@v2"}
-    assert database[STREAM].count_documents({}) == 5
-
-
-def test_flips_of_a_large_batch(database: Database[dict[str, Any]]) -> None:
-    writer = StreamWriter(database)
-    writer.handle([content(str(number), 1, number) for number in range(150)])
-
-    writer.handle([content(str(number), 2, 150 + number) for number in range(150)])
-
-    currents = current_ids(database)
-    assert len(currents) == 150
-    assert all(document_id.endswith("@v2") for document_id in currents)
-    assert database[STREAM + HEADS_SUFFIX].count_documents({}) == 150
