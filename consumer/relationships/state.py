@@ -6,9 +6,9 @@ document in place: every write inserts a new version with ``_id`` ``{key}@{revis
 the key in ``key`` and a revision number in ``rev`` that grows with every write, and a
 deleted key gets a version with ``deleted: true``. Versions that a newer one replaced are
 deleted after the batch's inserts. The newest version of a key is its state. FerretDB
-1.24 with SQLite finds an update's document by scanning the collection, one scan per
-updated document, while ``insert_many`` writes a batch at once and a ``$in`` delete scans
-once, so a batch costs a few commands instead of one scan per changed document.
+1.24 with SQLite runs every update as a transaction of its own, while ``insert_many``
+writes a batch in one, so a batch costs an insert and deletes instead of one
+transaction per changed document.
 
 ``item:{content id}``
     The facts of one content item (type, status, space, title, parents, container,
@@ -45,10 +45,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from enum import IntEnum
 from typing import Any
 
+from pymongo import DeleteOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+from connections.mongo import bulk_write
 from consumer.errors import TransientError
 from consumer.relationships.derive import Edge, ItemFacts, title_reference
 from consumer.relationships.links import LinkTarget
@@ -62,8 +64,6 @@ KeyWrite = tuple[str, Document | None]
 
 # MongoDB's error code for a duplicate key, which FerretDB returns too.
 _DUPLICATE_KEY = 11000
-# Version ids per delete command.
-_DELETE_CHUNK = 1000
 
 
 class WriteGroup(IntEnum):
@@ -289,12 +289,16 @@ class RelationshipStateStore:
         self._delete_replaced()
 
     def _delete_replaced(self) -> None:
-        """Delete replaced versions, then tombstones, in commands of at most 1,000 ids."""
+        """Delete replaced versions, then tombstones, one ``_id`` filter each.
+
+        One filter per document lets the server use its ``_id`` index: FerretDB 1.24 reads
+        every document of the collection for a ``$in`` filter.
+        """
         try:
             for ids in (self._replaced, self._tombstones):
-                for start in range(0, len(ids), _DELETE_CHUNK):
-                    chunk = ids[start : start + _DELETE_CHUNK]
-                    self.collection.delete_many({"_id": {"$in": chunk}})
+                if ids:
+                    operations = [DeleteOne({"_id": doc_id}) for doc_id in ids]
+                    bulk_write(self.collection, operations, ordered=False)
                 del ids[:]
         except BaseException:
             # The versions stay stored and are found again when the state is next read.
