@@ -201,8 +201,9 @@ def start_emulator(folder: Path, state: RunState, site: SiteOptions, token: str)
         "--control",
         "--user-email",
         USER_EMAIL,
-        "--api-token",
-        token,
+        # Passed as one argument with "=" because token_urlsafe can return a token that
+        # starts with "-", which argparse would read as an option.
+        f"--api-token={token}",
     ]
     if site.corpus is not None:
         command += ["--site", "corpus", "--corpus", str(site.corpus)]
