@@ -42,10 +42,7 @@ clean:
 # on a folder of HTML files (for example /usr/share/doc/python3.11/html).
 .PHONY: demo demo-down
 CORPUS ?=
-# NOTE: 500 pages, because the relationships consumer updates its state one document at a
-# time and FerretDB's SQLite backend runs each update in its own transaction: a
-# 2,000-page site took longer than 14 minutes to catch up on a 2-core machine.
-PAGES ?= 500
+PAGES ?= 2000
 SPACE_KEYS ?=
 TIMEOUT ?= 1800
 

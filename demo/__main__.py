@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     up_parser.add_argument(
-        "--pages", type=int, default=500, help="pages of the generated site (default 500)"
+        "--pages", type=int, default=2000, help="pages of the generated site (default 2000)"
     )
     up_parser.add_argument(
         "--spaces", type=int, default=5, help="global spaces of the generated site (default 5)"

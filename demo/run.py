@@ -82,7 +82,7 @@ class RunState:
 class SiteOptions:
     """The emulated site: generated, or imported from an HTML corpus when ``corpus`` is set."""
 
-    pages: int = 500
+    pages: int = 2000
     spaces: int = 5
     seed: int = 1
     corpus: Path | None = None
