@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,31 @@ def _offsets(
     }
 
 
+class CoordinatorNotReady(Exception):
+    """The broker cannot answer for the group's committed offsets yet."""
+
+
+def _check_coordinator(admin: AdminClient, group: str) -> None:
+    """Raise ``CoordinatorNotReady`` unless the group's coordinator answers.
+
+    librdkafka 2.16 crashes the process with a segmentation fault when an AdminClient's
+    request for committed offsets gets NOT_COORDINATOR, which a broker answers while it
+    is still loading ``__consumer_offsets`` after a start. Describing the group first
+    finds out whether the coordinator is ready, and its errors are plain exceptions.
+    """
+    future = admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_SECONDS)
+    try:
+        future[group].result()
+    except KafkaException as error:
+        raise CoordinatorNotReady(f"group {group}: {error}") from error
+
+
 def group_lag(admin: AdminClient, group: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
-    """Return the lag of ``group`` per ``(topic, partition)`` of ``topics``."""
+    """Return the lag of ``group`` per ``(topic, partition)`` of ``topics``.
+
+    Raise ``CoordinatorNotReady`` while the broker cannot answer for the group yet.
+    """
+    _check_coordinator(admin, group)
     partitions = partitions_of(admin, topics)
     latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
     high = _offsets(admin, partitions, latest)
@@ -115,6 +138,9 @@ def wait_for_catch_up(
 ) -> float:
     """Wait until every group has lag 0 on every partition; return the seconds waited.
 
+    A group whose coordinator is not ready yet shows a lag of -1 in ``report`` and in
+    the timeout message.
+
     ``report`` gets the lag per group every ``report_interval`` seconds. ``still_running``
     returns a message when a consumer process died, which ends the wait at once with
     ``ConsumerStopped``. Raises ``CatchUpTimeout`` naming the groups and their lag after
@@ -125,7 +151,11 @@ def wait_for_catch_up(
     zero_readings = 0
     lags: dict[str, int] = {}
     while True:
-        lags = total_lag(admin, groups)
+        try:
+            lags = total_lag(admin, groups)
+        except CoordinatorNotReady as error:
+            log.debug("consumer lag not readable yet, retrying: %s", error)
+            lags = {entry.group: -1 for entry in groups}
         zero_readings = zero_readings + 1 if not any(lags.values()) else 0
         if zero_readings >= STABLE_READINGS:
             return time.monotonic() - started
