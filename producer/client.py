@@ -171,8 +171,10 @@ class ConfluenceClient:
         self._owns_session = session is None
         self.session = session or requests.Session()
         if self._owns_session:
+            # Each worker can have one request in flight and one fetching its next page
+            # ahead, so up to twice the concurrency of connections are in use at once.
             adapter = HTTPAdapter(
-                pool_connections=2, pool_maxsize=max(source.concurrency, 1), max_retries=0
+                pool_connections=2, pool_maxsize=max(2 * source.concurrency, 1), max_retries=0
             )
             self.session.mount("https://", adapter)
             self.session.mount("http://", adapter)
