@@ -271,11 +271,11 @@ def test_logs_never_contain_secrets(
     assert refresh_file.read_text(encoding="utf-8").strip() not in text
 
 
-def test_limiter_pool_sized_to_concurrency(emulator_site: EmulatorSite) -> None:
+def test_pool_holds_twice_the_concurrency(emulator_site: EmulatorSite) -> None:
     source = emulator_site.source("cloud", concurrency=7)
     with ConfluenceClient(source) as client:
         adapter = client.session.get_adapter(source.api_root)
-        assert adapter._pool_maxsize == 7  # type: ignore[attr-defined]
+        assert adapter._pool_maxsize == 14  # type: ignore[attr-defined]
 
 
 def test_download_attachment_follows_redirect(emulator_site: EmulatorSite) -> None:
