@@ -380,7 +380,8 @@ def print_how_to_look(state: RunState, folder: Path) -> None:
         f"'db.{collection}.findOne({{type: \"page\"}})'"
     )
     say(
-        f"  job history: KAFKA_TOPIC_PREFIX={state.topic_prefix} .venv/bin/confluence-producer jobs"
+        f"  job history: KAFKA_BOOTSTRAP_SERVERS={state.bootstrap} "
+        f"KAFKA_TOPIC_PREFIX={state.topic_prefix} .venv/bin/confluence-producer jobs"
     )
     say(f"  logs and pid files: {folder}")
     say("  stop everything the demo started: make demo-down")
