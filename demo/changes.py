@@ -103,7 +103,9 @@ def plan_changes(pages: Iterable[Mapping[str, Any]]) -> list[Change]:
             f"no page in space {moved['space_key']} can become the new parent of page "
             f"{moved['id']}; generate a larger site"
         )
-    new_parent = candidates[0]
+    # The lowest id, so that the same site gives the same move in every run, whatever
+    # order the database returned the pages in.
+    new_parent = min(candidates, key=lambda page: (len(page["id"]), page["id"]))
     return [
         Change("edit", edit_a["id"], edit_a["title"]),
         Change("edit", edit_b["id"], edit_b["title"]),
