@@ -19,19 +19,24 @@ import argparse
 import dataclasses
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from connections.mongo import create_client, get_database
 from connections.settings import ConfigurationError, Settings, load_settings
 from consumer import jobs, stream
+from consumer.errors import is_transient
 from consumer.metrics import DEFAULT_METRICS_HOST
 from consumer.replay import ReplayError, parse_time, reset_offsets
-from consumer.runtime import ConsumerOptions, run_consumer
+from consumer.runtime import ConsumerOptions, backoff_delay, run_consumer
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 
 EXIT_FAILURE = 1
+# Seconds a stream or job-history consumer waits at start-up for MongoDB to answer.
+STARTUP_WAIT_SECONDS = 300.0
 EXIT_USAGE = 2
 
 
@@ -210,19 +215,55 @@ def _run_writer(args: argparse.Namespace, settings: Settings) -> int:
         else:
             handler = jobs.JobHistoryWriter(database)
             options = _options(args, "job-history", [topics.job_history], deliver_tombstones=True)
-        try:
-            handler.prepare()
-        except Exception as error:
-            log.error(
-                "creating the MongoDB indexes failed database=%s error=%s; check MONGODB_URI "
-                "and that the server is running",
-                settings.mongodb.database,
-                error,
-            )
+        if not _prepare(handler, settings):
             return EXIT_FAILURE
         return run_consumer(options, handler, settings)
     finally:
         client.close()
+
+
+def _prepare(
+    handler: stream.StreamWriter | jobs.JobHistoryWriter,
+    settings: Settings,
+    *,
+    wait_s: float = STARTUP_WAIT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Create the handler's indexes; return False when that failed for good.
+
+    A transient error (MongoDB unreachable) is retried with backoff for up to ``wait_s``
+    seconds, so a consumer restarted during a short MongoDB outage waits instead of
+    exiting.
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            handler.prepare()
+            return True
+        except Exception as error:
+            attempt += 1
+            delay = backoff_delay(attempt, 0.5, 30.0)
+            waited = time.monotonic() - started
+            if not is_transient(error) or waited + delay > wait_s:
+                log.error(
+                    "creating the MongoDB indexes failed database=%s attempts=%d error=%s; "
+                    "check MONGODB_URI and that the server is running",
+                    settings.mongodb.database,
+                    attempt,
+                    error,
+                )
+                return False
+            log.warning(
+                "creating the MongoDB indexes failed with a transient error, retrying "
+                "database=%s attempt=%d wait_s=%.1f error=%s: %s",
+                settings.mongodb.database,
+                attempt,
+                delay,
+                type(error).__name__,
+                error,
+            )
+            sleep(delay)
 
 
 def _relationships(args: argparse.Namespace, settings: Settings) -> int:

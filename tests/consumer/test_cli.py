@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 import subprocess
@@ -9,8 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pymongo.errors import AutoReconnect, OperationFailure
 
-from consumer.cli import main
+from consumer.cli import _prepare, main
 from schemas.catalogue import RecordType
 from tests.consumer.conftest import (
     WAIT_DEADLINE_SECONDS,
@@ -21,6 +23,7 @@ from tests.consumer.conftest import (
     start_console_script,
     wait_until,
 )
+from tests.tcp_proxy import OutageProxy
 
 COUNTERS = re.compile(r"consumer counters consumer=\S+ consumed=(\d+) written=(\d+)")
 
@@ -184,3 +187,68 @@ def test_relationships_subcommand_runs(
 
     assert status == 0, log_path.read_text()
     assert "consumer started consumer=relationships" in log_path.read_text()
+
+
+class FlakyHandler:
+    """A handler whose index creation fails with ``error`` ``failures`` times."""
+
+    def __init__(self, error: Exception, failures: int) -> None:
+        self.error = error
+        self.failures = failures
+        self.calls = 0
+
+    def prepare(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+
+
+def test_prepare_retries_transient_errors(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    handler = FlakyHandler(AutoReconnect("127.0.0.1:27017: connection refused"), 3)
+    waits: list[float] = []
+
+    ready = _prepare(handler, consumer_env().settings, sleep=waits.append)  # type: ignore[arg-type]
+
+    assert ready is True
+    assert handler.calls == 4
+    assert len(waits) == 3
+
+
+def test_prepare_gives_up_on_other_errors(consumer_env: Callable[..., ConsumerEnv]) -> None:
+    handler = FlakyHandler(OperationFailure("not authorized", code=13), 1)
+
+    ready = _prepare(handler, consumer_env().settings, sleep=lambda _: None)  # type: ignore[arg-type]
+
+    assert ready is False
+    assert handler.calls == 1
+
+
+def test_stream_waits_for_mongodb_at_start(
+    consumer_env: Callable[..., ConsumerEnv], tmp_path: Path
+) -> None:
+    env = consumer_env()
+    host, port = env.mongo_uri.split("://", 1)[1].rstrip("/").split("/")[0].rsplit(":", 1)
+    proxy = OutageProxy(host, int(port)).start()
+    proxy.refuse()
+    ends = publish_pages(env, 10)
+    proxied = dataclasses.replace(env, mongo_uri=f"mongodb://{proxy.address}/")
+    log_path = tmp_path / "stream.log"
+    process = start_console_script(
+        proxied, ["stream", "--group", env.group("startup"), "--batch-timeout", "0.2"], log_path
+    )
+    collection = env.database()[env.stream_collection]
+    try:
+        wait_until(
+            lambda: (
+                "creating the MongoDB indexes failed with a transient error" in log_path.read_text()
+            ),
+            "a retry of the index creation",
+        )
+        proxy.restore()
+        wait_until(lambda: collection.count_documents({}) >= 10, "10 documents")
+    finally:
+        status = stop(process)
+        proxy.close()
+
+    assert status == 0, log_path.read_text()
+    assert committed_offsets(env, env.group("startup"), env.topics.content) == ends
