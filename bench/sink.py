@@ -306,7 +306,7 @@ def sink_benchmark(ctx: Context) -> list[Table]:
             f"Raw pymongo: the writer's documents read back, written with bulk_write of "
             f"UpdateOne filtered on _id, upsert=True, ordered=False, {BATCH_SIZE} per batch, "
             f"sent in commands of at most {MAX_UPDATES_PER_COMMAND} updates (FerretDB 1.24 "
-            "never answers an update command in which 100 statements match)."
+            "never answers an update command in which 100 statements match).",
             f"{mode.runs} run(s); medians with (min-max). A writer run, and the raw upserts, "
             f"stop after {mode.sink_seconds:.0f} s even if not every document is written.",
         ],
