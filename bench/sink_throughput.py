@@ -13,7 +13,7 @@ content records four ways:
 3. raw upserts: ``bulk_write`` of ``UpdateOne({_id}, {$set: document}, upsert=True)`` of
    the documents run 2 wrote, in batches of the same size, into an empty collection,
    sent by ``connections.mongo.bulk_write`` in commands of at most 50 updates, because
-   FerretDB 1.24 never answers an update command in which 100 statements match;
+   FerretDB 1.24 sends no reply to an update command in which 100 statements match;
 4. raw inserts: ``insert_many(ordered=False)`` of the same documents, same batches, into
    an empty collection.
 

@@ -35,7 +35,7 @@ from schemas.topics import Topics
 log = logging.getLogger(__name__)
 
 EXIT_FAILURE = 1
-# Seconds a stream or job-history consumer waits at start-up for MongoDB to answer.
+# Seconds a stream or job-history consumer waits at start-up for MongoDB to respond.
 STARTUP_WAIT_SECONDS = 300.0
 EXIT_USAGE = 2
 
@@ -215,7 +215,12 @@ def _run_writer(args: argparse.Namespace, settings: Settings) -> int:
         else:
             handler = jobs.JobHistoryWriter(database)
             options = _options(args, "job-history", [topics.job_history], deliver_tombstones=True)
-        if not _prepare(handler, settings):
+        if not _prepare(
+            handler,
+            settings,
+            initial_backoff_s=options.initial_backoff_s,
+            max_backoff_s=options.max_backoff_s,
+        ):
             return EXIT_FAILURE
         return run_consumer(options, handler, settings)
     finally:
@@ -227,12 +232,14 @@ def _prepare(
     settings: Settings,
     *,
     wait_s: float = STARTUP_WAIT_SECONDS,
+    initial_backoff_s: float = 0.5,
+    max_backoff_s: float = 30.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
     """Create the handler's indexes; return False when that failed for good.
 
-    A transient error (MongoDB unreachable) is retried with backoff for up to ``wait_s``
-    seconds, so a consumer restarted during a short MongoDB outage waits instead of
+    A transient error (MongoDB unreachable) is retried with the consumer's backoff for up
+    to ``wait_s`` seconds, so a consumer restarted during a short MongoDB outage waits instead of
     exiting.
     """
     started = time.monotonic()
@@ -243,7 +250,7 @@ def _prepare(
             return True
         except Exception as error:
             attempt += 1
-            delay = backoff_delay(attempt, 0.5, 30.0)
+            delay = backoff_delay(attempt, initial_backoff_s, max_backoff_s)
             waited = time.monotonic() - started
             if not is_transient(error) or waited + delay > wait_s:
                 log.error(

@@ -71,14 +71,14 @@ def _offsets(
 
 
 class CoordinatorNotReady(Exception):
-    """The broker cannot answer for the group's committed offsets yet."""
+    """The broker cannot return the group's committed offsets yet."""
 
 
 def _check_coordinator(admin: AdminClient, group: str) -> None:
-    """Raise ``CoordinatorNotReady`` unless the group's coordinator answers.
+    """Raise ``CoordinatorNotReady`` unless the group's coordinator responds.
 
     librdkafka 2.16 crashes the process with a segmentation fault when an AdminClient's
-    request for committed offsets gets NOT_COORDINATOR, which a broker answers while it
+    request for committed offsets gets NOT_COORDINATOR, which a broker returns while it
     is still loading ``__consumer_offsets`` after a start. Describing the group first
     finds out whether the coordinator is ready, and its errors are plain exceptions.
     """
@@ -92,7 +92,7 @@ def _check_coordinator(admin: AdminClient, group: str) -> None:
 def group_lag(admin: AdminClient, group: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
     """Return the lag of ``group`` per ``(topic, partition)`` of ``topics``.
 
-    Raise ``CoordinatorNotReady`` while the broker cannot answer for the group yet.
+    Raise ``CoordinatorNotReady`` while the broker cannot return the group's offsets yet.
     """
     _check_coordinator(admin, group)
     partitions = partitions_of(admin, topics)

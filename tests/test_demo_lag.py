@@ -1,4 +1,4 @@
-"""The demo's lag wait while the broker cannot answer for a group yet."""
+"""The demo's lag wait while the broker cannot return a group's offsets yet."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from demo.lag import CoordinatorNotReady, GroupTopics, wait_for_catch_up
 class LoadingCoordinator:
     """An AdminClient stand-in whose group coordinator is still loading.
 
-    A real broker answers so only for a moment after it starts, which a test cannot
+    A real broker responds so only for a moment after it starts, which a test cannot
     produce on demand.
     """
 

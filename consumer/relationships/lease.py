@@ -14,7 +14,7 @@ writes. A lease ends when its holder releases it or when it expires (``ttl_s`` a
 last renewal), and the next epoch can then be taken.
 
 A holder releases its lease at the end of every batch, so that an instance whose
-partitions go quiet never keeps the others waiting. Taking the next epoch tells whether
+partitions go quiet never keeps the others waiting. Taking the next epoch shows whether
 another process held the state in between: only then is the state read again.
 
 NOTE: a holder that stops for longer than ``ttl_s`` between its last renewal and the end
@@ -113,7 +113,7 @@ class StateLease:
                 and not current.get("released")
             ):
                 # This process's own lease, left unreleased when MongoDB failed during
-                # its release: nobody else held the state since, so it is taken back.
+                # its release. No other process held the state since, so it is taken back.
                 self.epoch = int(current["_id"])
                 self._renew(now)
                 return False

@@ -734,7 +734,6 @@ class RelationshipHandler:
         ] = RelationshipStateStore,
         *,
         owner: str | None = None,
-        lease_factory: Callable[[Database[Document], str, str], StateLease] = StateLease,
     ) -> None:
         self._database = database
         self._publisher = publisher
@@ -742,13 +741,12 @@ class RelationshipHandler:
         self._stores: dict[str, RelationshipStateStore] = {}
         # Names this process in the leases, so that a takeover is recognised.
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._lease_factory = lease_factory
         self._leases: dict[str, StateLease] = {}
 
     def _lease(self, source_id: str) -> StateLease:
         lease = self._leases.get(source_id)
         if lease is None:
-            lease = self._lease_factory(self._database, source_id, self.owner)
+            lease = StateLease(self._database, source_id, self.owner)
             self._leases[source_id] = lease
         return lease
 
@@ -756,7 +754,6 @@ class RelationshipHandler:
         store = self._stores.get(source_id)
         if store is None:
             store = self._store_factory(self._database, source_id)
-            store.ensure_indexes()
             self._stores[source_id] = store
         return store
 

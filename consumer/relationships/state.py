@@ -27,12 +27,12 @@ transaction per changed document.
     cleaned up.
 
 ``RelationshipStateStore`` reads the whole collection with one query the first time a
-batch needs it and then keeps it in memory, updated by its own writes, because FerretDB
-1.24 with SQLite scans the collection for an ``_id`` filter too. Only the process that
-holds the source's lease (``consumer.relationships.lease``) changes the state, so the copy
-stays true while this process keeps taking the lease. The handler drops the copy when
-another process held the lease in between, on every assignment change and after a failed
-write, and reads it again. ``WorkingState`` collects a batch's changes in memory, and
+batch needs it and then keeps it in memory, updated by its own writes, so that no batch
+queries the collection. Only the process that holds the source's lease
+(``consumer.relationships.lease``) changes the state, so the copy stays true while this
+process keeps taking the lease. The handler drops the copy when another process held the
+lease in between, on every assignment change and after a failed write, and reads it
+again. ``WorkingState`` collects a batch's changes in memory, and
 ``operations()`` returns the writes that change something, in an order that keeps a crash
 between two writes harmless (see ``WriteGroup``).
 """
@@ -153,9 +153,9 @@ class RelationshipStateStore:
         return self._cache
 
     def _load_all(self) -> None:
-        # NOTE: FerretDB 1.24 with SQLite scans the collection for every query, for an
-        # _id filter too, so reading everything once costs about as much as one $in.
-        stored = sorted(self.collection.find(), key=lambda document: _revision_of(document))
+        # One query reads every version; afterwards batches read only the copy in memory.
+        stored = sorted(self.collection.find(), key=_revision_of)
+
         cache: dict[str, Document] = {}
         versions: dict[str, list[str]] = {}
         revision = 0
@@ -167,6 +167,7 @@ class RelationshipStateStore:
                 cache.pop(key, None)
             else:
                 cache[key] = _logical(document, key)
+
         self._cache = cache
         self._versions = {}
         self._replaced = []
@@ -179,18 +180,13 @@ class RelationshipStateStore:
             else:
                 self._tombstones.extend(ids[-1:])
         self._revision = revision
+
         log.info(
             "relationship state loaded collection=%s keys=%d stored_versions=%d",
             self.collection.name,
             len(cache),
             len(stored),
         )
-
-    def ensure_indexes(self) -> None:
-        """Do nothing: every read loads the whole collection, so no query needs an index.
-
-        Kept so that callers prepare a store the same way as the other collections.
-        """
 
     def load(self, document_ids: Iterable[str]) -> dict[str, Document]:
         """Return copies of the stored documents among ``document_ids``, by id."""

@@ -224,7 +224,6 @@ def test_dropping_last_title_candidate_deletes(database: Database[dict[str, Any]
 
 def test_live_items_in_space_include_batch(database: Database[dict[str, Any]]) -> None:
     store = RelationshipStateStore(database, SOURCE)
-    store.ensure_indexes()
     stored = WorkingState(store)
     for facts in (page("1", "Home"), page("2", "Guide"), page("9", "Other", space_key="OPS")):
         stored.put(item_document(facts, version=1, seen_at=1, edges={}), WriteGroup.ITEMS)
